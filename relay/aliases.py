@@ -1,0 +1,128 @@
+"""Alias files and the one loop-detecting alias expander.
+
+Two alias books exist: the relay's `Aliases` file (this module reads it, in the
+/etc/aliases form msmtp uses: `name: addr, addr`, `#` comments, a `default:` entry that
+catches every local name without an entry of its own), and the front end's mail.rc
+aliases (`mailx.mailrc` reads those). Both are expanded by `expand()`, so nesting,
+`\\name` and loop refusal behave the same in both.
+
+Rules (s-nail's, with DESIGN section 3.1's loop refusal):
+- a member that names another alias is expanded recursively;
+- a member equal to the alias being expanded stays as that name (`alias john john
+  john@x`): self-reference is not a loop;
+- `\\name` stops expansion and yields `name`;
+- a cycle through two or more aliases is a `DataError` naming the cycle;
+- results are deduplicated, first occurrence wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from relay.errors import ConfigError, DataError
+
+#: Deeper nesting than this is refused even without a cycle (s-nail stops at 25).
+MAX_DEPTH = 25
+
+Lookup = Callable[[str], Sequence[str] | None]
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """One final address and the chain of alias names that led to it (outermost first)."""
+
+    address: str
+    via: tuple[str, ...] = ()
+
+
+def expand(names: Iterable[str], lookup: Lookup) -> list[Expanded]:
+    """Expand each name through `lookup` (name -> members, or None when not an alias)."""
+    out: list[Expanded] = []
+    seen: set[str] = set()
+
+    def emit(address: str, via: tuple[str, ...]) -> None:
+        if address not in seen:
+            seen.add(address)
+            out.append(Expanded(address, via))
+
+    def walk(name: str, via: tuple[str, ...]) -> None:
+        if name.startswith("\\"):
+            emit(name[1:], via)
+            return
+        if via and name == via[-1]:
+            emit(name, via)  # `alias john john john@x`: the name itself, not a loop
+            return
+        if name in via:
+            cycle = " -> ".join((*via[via.index(name) :], name))
+            raise DataError(f"alias loop: {cycle}")
+        members = lookup(name)
+        if members is None:
+            emit(name, via)
+            return
+        if len(via) >= MAX_DEPTH:
+            raise DataError(f"alias nesting deeper than {MAX_DEPTH}: {' -> '.join(via)}")
+        for member in members:
+            walk(member, (*via, name))
+
+    for name in names:
+        walk(name, ())
+    return out
+
+
+@dataclass(frozen=True)
+class AliasFile:
+    """The relay's aliases file: local name -> members, plus the optional `default:`."""
+
+    entries: dict[str, tuple[str, ...]]
+    default: tuple[str, ...] | None
+    path: str | None = None
+
+    def lookup(self, name: str) -> Sequence[str] | None:
+        """Members of `name`, case-insensitively as /etc/aliases; None if it has no entry."""
+        return self.entries.get(name.lower())
+
+
+def parse_alias_file(text: str, path: str) -> AliasFile:
+    """Parse `name: addr, addr` lines; a line starting with space continues the previous one."""
+    entries: dict[str, tuple[str, ...]] = {}
+    default: tuple[str, ...] | None = None
+    logical: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0] in " \t" and logical:
+            first, previous = logical[-1]
+            logical[-1] = (first, previous + " " + line.strip())
+        else:
+            logical.append((number, line))
+    for number, line in logical:
+        name, colon, rest = line.partition(":")
+        name = name.strip().lower()
+        if not colon or not name or any(c.isspace() for c in name):
+            raise ConfigError("expected 'name: address, address'", path=path, line=number)
+        members = tuple(m.strip() for m in rest.split(",") if m.strip())
+        if not members:
+            raise ConfigError(f"alias '{name}' has no addresses", path=path, line=number)
+        if name == "default":
+            default = members
+        else:
+            entries[name] = entries.get(name, ()) + members
+    return AliasFile(entries=entries, default=default, path=path)
+
+
+def read_alias_file(path: str) -> AliasFile:
+    """Read and parse an aliases file; unreadable is a config error naming the path."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read aliases file: {_reason(err)}", path=path) from err
+    return parse_alias_file(text, path)
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    return "not valid UTF-8"
