@@ -18,6 +18,10 @@ class RelayError(Exception):
     """Base of every error the relay reports; `exit_code` is a sysexits value."""
 
     exit_code: int = os.EX_SOFTWARE
+    #: dead.letter file the message was appended to, once the relay has kept it.
+    saved_to: str | None = None
+    #: For a partial delivery: the `relay.submit.Result` of what was accepted.
+    result: object | None = None
 
     def __init__(
         self,

@@ -1,0 +1,92 @@
+"""mailx-relay's relay: the public API the `mail` front end calls in-process.
+
+    import relay
+    config = relay.load_config()            # ssmtp.conf + revaliases (DESIGN section 4)
+    result = relay.submit(message, config=config, recipients=["archuser"])
+
+`submit` delivers now or keeps the message (dead.letter) and raises a `RelayError` whose
+`exit_code` is the sysexits status and whose `saved_to` names where the message went.
+Names are imported lazily: importing `relay` costs nothing of `email`, `ssl` or `smtplib`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from relay.errors import (
+    CantCreateError,
+    ConfigError,
+    DataError,
+    IOFailure,
+    NoInputError,
+    NoPermError,
+    NoUserError,
+    ProtocolError,
+    RelayError,
+    TempFailError,
+    UnavailableError,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from relay.aliases import Expanded, expand
+    from relay.config import Config
+    from relay.config import load as load_config
+    from relay.credentials import resolve as resolve_password
+    from relay.deadletter import save as save_dead_letter
+    from relay.envelope import Identity, current_identity, validate_address
+    from relay.submission import Result, submit
+
+_LAZY = {
+    "Expanded": ("relay.aliases", "Expanded"),
+    "expand": ("relay.aliases", "expand"),
+    "Config": ("relay.config", "Config"),
+    "load_config": ("relay.config", "load"),
+    "resolve_password": ("relay.credentials", "resolve"),
+    "save_dead_letter": ("relay.deadletter", "save"),
+    "Identity": ("relay.envelope", "Identity"),
+    "current_identity": ("relay.envelope", "current_identity"),
+    "validate_address": ("relay.envelope", "validate_address"),
+    "Result": ("relay.submission", "Result"),
+    "submit": ("relay.submission", "submit"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'relay' has no attribute '{name}'") from None
+    import importlib
+
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+__all__ = [
+    "CantCreateError",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "Expanded",
+    "IOFailure",
+    "Identity",
+    "NoInputError",
+    "NoPermError",
+    "NoUserError",
+    "ProtocolError",
+    "RelayError",
+    "Result",
+    "TempFailError",
+    "UnavailableError",
+    "UsageError",
+    "__version__",
+    "current_identity",
+    "expand",
+    "load_config",
+    "resolve_password",
+    "save_dead_letter",
+    "submit",
+    "validate_address",
+]

@@ -1,0 +1,297 @@
+"""`sendmail`: the ssmtp/msmtp/sendmail command line, and nothing else.
+
+The argv parser is written by hand (DESIGN 3.2: docopt cannot parse `-oi` or `-auUSER`).
+It accepts sendmail's flags the way getopt does (bundled, value attached or in the next
+argument) and gives each ignored flag exactly the value it takes, so `-odb` or `-Nnever`
+can never swallow a recipient (ssmtp's bugs). Options may follow recipients, as ssmtp and
+msmtp allow; `--` ends them.
+
+Imports are lazy: `sendmail -V` and a usage error load neither `email`, `ssl` nor `smtplib`,
+since every cron job pays for what this module imports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+from relay import __version__
+from relay.errors import RelayError, UsageError
+
+if TYPE_CHECKING:
+    from relay.config import Config
+
+PROG = "sendmail"
+
+USAGE = """\
+usage: sendmail [-t] [-i] [-f addr] [-F name] [-v] [-C file] [-au user] [-am method]
+                [-N dsn] [-R ret] [-bm | -bv | -P] [--] [recipient...]
+       sendmail -V
+ssmtp's and sendmail's other flags (-oi -odb -oem -B8BITMIME -h N -L tag -O opt ...) are
+accepted and ignored. See sendmail(8)."""
+
+# Flags that take no value and may be bundled (-ti). ssmtp's -4/-6/-d and sendmail's
+# -m -n -U -G -E are accepted and ignored.
+_NO_VALUE = set("tivVmnUGd46EP")
+# Flags whose value is attached (-fAddr) or the next argument (-f addr).
+_WITH_VALUE = set("frFCNRhLOXBA")
+
+
+@dataclass
+class Options:
+    mode: str = "send"  # send | verify | version | pretend
+    read_recipients: bool = False
+    envelope_from: str | None = None
+    full_name: str | None = None
+    verbose: bool = False
+    config: str | None = None
+    auth_user: str | None = None
+    auth_pass: str | None = None
+    auth_method: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> Options:
+    """Parse sendmail's argv (without argv[0]); raises UsageError."""
+    opts = Options()
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == "--":
+            opts.recipients.extend(args[index:])
+            break
+        if arg.startswith("--"):
+            _long_option(opts, arg)
+            continue
+        if not arg.startswith("-") or arg == "-":
+            opts.recipients.append(arg)
+            continue
+        position = 1
+        while position < len(arg):
+            flag = arg[position]
+            rest = arg[position + 1 :]
+            if flag in _NO_VALUE:
+                _flag(opts, flag)
+                position += 1
+                continue
+            if flag in ("o", "b", "e", "q", "a"):
+                index = _prefixed(opts, flag, rest, args, index)
+                break
+            if flag in _WITH_VALUE:
+                if rest:
+                    value = rest
+                elif index < len(args):
+                    value = args[index]
+                    index += 1
+                else:
+                    raise UsageError(f"option -{flag} needs a value")
+                _valued(opts, flag, value)
+                break
+            raise UsageError(f"unknown option -{flag}")
+    return opts
+
+
+def _long_option(opts: Options, arg: str) -> None:
+    if arg in ("--pretend",):
+        opts.mode = "pretend"
+    elif arg == "--version":
+        opts.mode = "version"
+    elif arg == "--read-recipients":
+        opts.read_recipients = True
+    else:
+        raise UsageError(f"unknown option {arg}")
+
+
+def _flag(opts: Options, flag: str) -> None:
+    if flag == "t":
+        opts.read_recipients = True
+    elif flag in ("v", "d"):
+        opts.verbose = True
+    elif flag == "V":
+        opts.mode = "version"
+    elif flag == "P":
+        opts.mode = "pretend"
+    # -i: a line with a single dot never ends input here: input ends at EOF, always.
+
+
+def _valued(opts: Options, flag: str, value: str) -> None:
+    if flag in ("f", "r"):
+        opts.envelope_from = value
+    elif flag == "F":
+        opts.full_name = value
+    elif flag == "C":
+        opts.config = value
+    # -N dsn, -R ret, -h hops, -L tag, -O opt=val, -X log, -B type, -A: accepted, ignored.
+
+
+def _prefixed(opts: Options, flag: str, rest: str, args: list[str], index: int) -> int:
+    """-o/-b/-e/-q/-a families: the letters after the flag are its value."""
+    if flag == "o":
+        if not rest:  # `-o X`: the option in the next argument
+            return index + 1 if index < len(args) else index
+        if rest == "v":
+            opts.verbose = True
+        return index  # -oi, -oem, -odb, -oQ/path...: ignored, value attached
+    if flag == "b":
+        if not rest:
+            if index >= len(args):
+                raise UsageError("option -b needs a mode")
+            rest, index = args[index], index + 1
+        if rest == "v":
+            opts.mode = "verify"
+        elif rest in ("p", "q") or rest.startswith("p"):
+            raise UsageError("-bp (list the queue) needs the queue, which is not built yet")
+        return index  # -bm (the default), -bs, -bi, -bd...: accepted, ignored
+    if flag == "q":
+        raise UsageError("-q (flush the queue) needs the queue, which is not built yet")
+    if flag == "e":
+        return index  # -em, -ep, -eq: error reporting mode, ignored
+    # -au user, -ap pass, -am method (ssmtp)
+    kind, value = rest[:1], rest[1:]
+    if kind not in ("u", "p", "m"):
+        raise UsageError(f"unknown option -a{rest}")
+    if not value:
+        if index >= len(args):
+            raise UsageError(f"option -a{kind} needs a value")
+        value, index = args[index], index + 1
+    if kind == "u":
+        opts.auth_user = value
+    elif kind == "p":
+        opts.auth_pass = value
+        opts.notes.append(
+            "warning: -ap puts the password on the command line, where every user can "
+            "read it (ps); use AuthPassFile or AuthPassCommand instead"
+        )
+    else:
+        opts.auth_method = value
+    return index
+
+
+def _say(stream: TextIO, text: str) -> None:
+    stream.write(f"{PROG}: {text}\n")
+    stream.flush()
+
+
+def sendmail_main(argv: list[str] | None = None) -> int:
+    """Entry point of the `sendmail` console script; returns a sysexits status."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        opts = parse_args(args)
+    except UsageError as err:
+        _say(sys.stderr, str(err))
+        sys.stderr.write(USAGE + "\n")
+        return err.exit_code
+    if opts.mode == "version":
+        sys.stdout.write(f"mailx-relay sendmail {__version__}\n")
+        return os.EX_OK
+    for note in opts.notes:
+        _say(sys.stderr, note)
+    try:
+        return _run(opts)
+    except RelayError as err:
+        _report(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        _say(sys.stderr, "interrupted")
+        return 130
+
+
+def _report(err: RelayError) -> None:
+    text = str(err)
+    if err.saved_to:
+        text += f"; message kept in {err.saved_to}"
+    _say(sys.stderr, text)
+
+
+def _run(opts: Options) -> int:
+    from dataclasses import replace
+
+    from relay import config as config_module
+
+    config = config_module.load(opts.config)
+    for warning in config.warnings:
+        sys.stderr.write(f"{PROG}: {warning}\n")
+    overrides = {
+        key: value
+        for key, value in (("auth_user", opts.auth_user), ("auth_method", opts.auth_method))
+        if value is not None
+    }
+    if overrides:
+        config = replace(config, **overrides)  # type: ignore[arg-type]
+    if opts.mode == "pretend":
+        from relay.pretend import describe
+
+        sys.stdout.write(describe(config))
+        return os.EX_OK
+    if opts.mode == "verify":
+        return _verify(opts, config)
+    return _send(opts, config)
+
+
+def _send(opts: Options, config: Config) -> int:
+    from relay import credentials, submission
+    from relay.envelope import current_identity
+
+    raw = sys.stdin.buffer.read()
+    identity = current_identity()
+    try:
+        password = credentials.resolve(config, opts.auth_pass) if config.auth_user else None
+    except RelayError as err:
+        submission.keep(err, raw, identity, config, None)
+        raise
+    try:
+        result = submission.submit(
+            raw,
+            config=config,
+            recipients=opts.recipients,
+            read_recipients=opts.read_recipients,
+            envelope_from=opts.envelope_from,
+            full_name=opts.full_name,
+            identity=identity,
+            password=password,
+            verbose=sys.stderr if opts.verbose else None,
+        )
+    except RelayError:
+        raise  # submit kept the message and recorded where
+    except Exception as err:  # a bug: one line, the message kept, EX_SOFTWARE
+        bug = RelayError(f"internal error: {type(err).__name__}: {err}")
+        submission.keep(bug, raw, identity, config, None)
+        raise bug from None
+    if opts.verbose:
+        _say(
+            sys.stderr,
+            f"delivered to {', '.join(result.recipients)} via {result.mailhub}: {result.reply}",
+        )
+    return os.EX_OK
+
+
+def _verify(opts: Options, config: Config) -> int:
+    """-bv: how each recipient and the sender resolve; nothing is read or sent."""
+    from relay import envelope, submission
+
+    status = os.EX_OK
+    resolver = submission.make_resolver(config)
+    if not opts.recipients:
+        raise UsageError("-bv needs recipients to verify")
+    for given in envelope.parse_recipient_args(opts.recipients):
+        try:
+            resolved = resolver.resolve(given)
+        except RelayError as err:
+            sys.stdout.write(f"{given}: refused: {err}\n")
+            status = status or err.exit_code
+            continue
+        sys.stdout.write(f"{given} -> {', '.join(resolved.addresses)} ({resolved.how})\n")
+    sender = envelope.resolve_sender(
+        config,
+        envelope.current_identity(),
+        envelope_from=opts.envelope_from,
+        full_name=opts.full_name,
+    )
+    shown = f"; From: {sender.from_header}" if sender.from_header else ""
+    sys.stdout.write(f"sender: {sender.envelope} ({sender.explanation}){shown}\n")
+    return status

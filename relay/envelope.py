@@ -1,0 +1,327 @@
+"""Who the message is from and where it goes: DESIGN section 5.
+
+Sender: `user@rewriteDomain` (or `@hostname`), display name from GECOS (`-F` beats it),
+`revaliases` per user; `FromLineOverride=yes` keeps the message's From header and lets it,
+or `-f`, name the envelope sender.
+
+Recipients, in order: a remote address is used as is (IDNA for non-ASCII domains); a local
+name (bare, `@localhost`, `@<this host>`) goes through the `Aliases` file (recursive,
+`default:` catch-all); a system account (UID < 1000) left over goes to `root=`; any other
+local name is refused with EX_NOUSER. `rewriteDomain` is never appended to a recipient:
+that is ssmtp's trap of sending mail for local users to strangers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from relay.aliases import AliasFile, expand
+from relay.config import Config, Mailhub
+from relay.errors import DataError, NoUserError, RelayError
+
+#: ssmtp's MAXSYSUID + 1: accounts below this are system accounts, mail for them goes to root=.
+FIRST_USER_UID = 1000
+
+# RFC 5321 4.5.3.1.3: a path is at most 256 octets.
+_MAX_PATH = 256
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The invoking user, as the operating system knows them."""
+
+    login: str
+    uid: int
+    full_name: str | None
+
+
+def current_identity() -> Identity:
+    """The real user: passwd entry of the real UID, `$LOGNAME`/`$USER` when it has none."""
+    import pwd
+
+    uid = os.getuid()
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        login = os.environ.get("LOGNAME") or os.environ.get("USER") or str(uid)
+        return Identity(login, uid, None)
+    full_name = entry.pw_gecos.split(",", 1)[0].strip() or None
+    return Identity(entry.pw_name, uid, full_name)
+
+
+def validate_address(address: str, what: str = "address") -> str:
+    """Return the addr-spec if it is one we can put in an SMTP path, else raise DataError.
+
+    Refused (DESIGN V6, V7): CR, LF, NUL and other controls (header and SMTP command
+    injection), a leading `-` (option injection into a downstream sendmail), angle
+    brackets, and anything `email.headerregistry` cannot parse as an addr-spec.
+    """
+    shown = address.encode("unicode_escape").decode("ascii")
+    if not address:
+        raise DataError(f"empty {what}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in address):
+        raise DataError(f"{what} contains a control character (CR, LF, NUL...): '{shown}'")
+    if address.startswith("-"):
+        raise DataError(f"{what} starts with '-' (looks like an option): '{shown}'")
+    if "@" not in address:
+        if not _is_local_name(address):
+            raise DataError(f"malformed {what}: '{shown}'")
+        return address
+    if len(address.encode("utf-8")) > _MAX_PATH:
+        raise DataError(f"{what} longer than {_MAX_PATH} octets: '{shown[:40]}...'")
+    from email.errors import HeaderParseError
+    from email.headerregistry import Address
+
+    try:
+        parsed = Address(addr_spec=address)
+    except (HeaderParseError, ValueError, IndexError) as err:
+        raise DataError(f"malformed {what}: '{shown}' ({err})") from None
+    if not parsed.username or not parsed.domain:
+        raise DataError(f"malformed {what}: '{shown}'")
+    return address
+
+
+def _is_local_name(name: str) -> bool:
+    # Login names and alias keys: no spaces, no brackets, nothing a shell or SMTP reads.
+    return bool(name) and not any(c in name for c in ' \t<>()[],;:"\\|/')
+
+
+def split_address(address: str) -> tuple[str, str | None]:
+    """`local@domain` -> (local, domain); a bare name -> (name, None)."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address, None
+    return local, domain
+
+
+def parse_recipient_args(args: Iterable[str]) -> list[str]:
+    """Command-line recipients: each may be a comma list and may use `Name <addr>`."""
+    from email.utils import getaddresses
+
+    out: list[str] = []
+    for arg in args:
+        if any(ord(c) < 32 for c in arg):
+            validate_address(arg, "recipient")  # raises, naming the control character
+        found = [addr for _name, addr in getaddresses([arg]) if addr]
+        if not found:
+            raise DataError(f"malformed recipient: '{arg}'")
+        out.extend(found)
+    return out
+
+
+def idna_address(address: str) -> str:
+    """Encode a non-ASCII domain with IDNA; the local part is left to SMTPUTF8."""
+    local, domain = split_address(address)
+    if domain is None or domain.isascii():
+        return address
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError as err:
+        raise DataError(f"domain cannot be encoded with IDNA: '{domain}' ({err})") from None
+    return f"{local}@{ascii_domain}"
+
+
+def local_domains(config: Config) -> frozenset[str]:
+    """The domains that mean "this host": localhost, `hostname=`, the kernel's host name."""
+    names = {"localhost", "localhost.localdomain", socket.gethostname().lower()}
+    if config.hostname:
+        names.add(config.hostname.lower())
+    return frozenset(names)
+
+
+# --- sender -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The envelope sender and what to do with the From header."""
+
+    envelope: str
+    #: The From header to write: added when the message has none, or replacing the
+    #: message's own when `replace_from`. None: keep the message's From as it is.
+    from_header: str | None
+    replace_from: bool
+    mailhub: Mailhub | None
+    explanation: str
+
+
+def default_sender_address(config: Config, identity: Identity) -> tuple[str, str]:
+    """(address, why): revaliases entry, else login@rewriteDomain, else login@hostname."""
+    entry = config.revaliases.get(identity.login)
+    if entry is not None:
+        return entry.address, f"revaliases {config.revaliases_path}:{entry.line}"
+    if config.rewrite_domain:
+        return f"{identity.login}@{config.rewrite_domain}", "rewriteDomain"
+    host = config.hostname or socket.gethostname()
+    return f"{identity.login}@{host}", "hostname" if config.hostname else "host name"
+
+
+def format_from(display: str | None, address: str) -> str:
+    from email.headerregistry import Address
+
+    if not display:
+        return address
+    username, _, domain = address.rpartition("@")
+    return str(Address(display_name=display, username=username, domain=domain))
+
+
+def resolve_sender(
+    config: Config,
+    identity: Identity,
+    *,
+    envelope_from: str | None = None,
+    full_name: str | None = None,
+    header_from: str | None = None,
+) -> Sender:
+    """Apply DESIGN section 5's sender rules. `header_from` is the message's From address."""
+    if envelope_from is not None:
+        validate_address(envelope_from, "sender (-f)")
+    if full_name is not None and any(ord(c) < 32 for c in full_name):
+        raise DataError("full name (-F) contains a control character")
+    display = full_name if full_name is not None else identity.full_name
+    default, why = default_sender_address(config, identity)
+    validate_address(default, "sender")
+    entry = config.revaliases.get(identity.login)
+    hub = entry.mailhub if entry is not None else None
+    if config.from_line_override:
+        if envelope_from:
+            return Sender(
+                envelope_from,
+                None if header_from else format_from(display, envelope_from),
+                False,
+                hub,
+                "from -f (FromLineOverride=yes)",
+            )
+        if header_from:
+            validate_address(header_from, "From header address")
+            return Sender(
+                header_from, None, False, hub, "from the From header (FromLineOverride=yes)"
+            )
+        return Sender(default, format_from(display, default), False, hub, why)
+    shown = envelope_from or default
+    note = why
+    if envelope_from:
+        note += "; -f names only the From header (FromLineOverride=no)"
+    if header_from:
+        note += "; the message's From header is replaced (FromLineOverride=no)"
+    return Sender(default, format_from(display, shown), True, hub, note)
+
+
+# --- recipients -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One recipient as given, the final addresses, and how they were reached (for -bv)."""
+
+    given: str
+    addresses: tuple[str, ...]
+    how: str
+
+
+GetPwNam = Callable[[str], Any]
+
+
+class Resolver:
+    """Resolve recipients by DESIGN section 5; one instance per submission."""
+
+    def __init__(
+        self,
+        config: Config,
+        aliases: AliasFile | None = None,
+        getpwnam: GetPwNam | None = None,
+        domains: frozenset[str] | None = None,
+    ) -> None:
+        import pwd
+
+        self.config = config
+        self.aliases = aliases
+        self.getpwnam: GetPwNam = getpwnam or pwd.getpwnam
+        self.domains = domains if domains is not None else local_domains(config)
+
+    def local_part(self, address: str) -> str | None:
+        """The local name if `address` means a user of this host, else None."""
+        local, domain = split_address(address)
+        if domain is None or domain.lower() in self.domains:
+            return local
+        return None
+
+    def _lookup(self, name: str) -> Sequence[str] | None:
+        local = self.local_part(name)
+        if local is None or self.aliases is None:
+            return None
+        found = self.aliases.lookup(local)
+        if found is None and self.aliases.default is not None:
+            return self.aliases.default
+        return found
+
+    def resolve(self, recipient: str) -> Resolved:
+        validate_address(recipient, "recipient")
+        if self.local_part(recipient) is None:
+            return Resolved(recipient, (idna_address(recipient),), "remote address")
+        steps: list[str] = []
+        addresses: list[str] = []
+        for item in expand([recipient], self._lookup):
+            where = f"alias file {self.aliases.path}" if self.aliases and item.via else ""
+            address = item.address
+            validate_address(address, f"address in {where or 'recipient'}")
+            local = self.local_part(address)
+            if local is None:
+                addresses.append(idna_address(address))
+                steps.append(f"{' -> '.join(item.via)} in {where}" if where else "remote address")
+                continue
+            addresses.append(self._system_account(recipient, local, item.via))
+            chain = " -> ".join((*item.via, local)) if item.via else ""
+            steps.append(f"{chain + ', ' if chain else ''}system account: root=")
+        return Resolved(recipient, tuple(addresses), "; ".join(dict.fromkeys(steps)))
+
+    def _system_account(self, recipient: str, local: str, via: tuple[str, ...]) -> str:
+        try:
+            uid: int | None = self.getpwnam(local).pw_uid
+        except KeyError:
+            uid = None
+        chain = " -> ".join((*via, local)) if via else local
+        if uid is not None and uid < FIRST_USER_UID and self.config.root:
+            if self.local_part(self.config.root) is not None:
+                raise NoUserError(
+                    f"root={self.config.root} is itself a local name; set it to a full address",
+                    path=self.config.sources.get("root"),
+                )
+            return validate_address(self.config.root, "root= address")
+        what = (
+            "a system account"
+            if uid is not None and uid < FIRST_USER_UID
+            else ("a local user" if uid is not None else "not a local user")
+        )
+        fix = f"add one with: mail-alias add {local} ADDRESS" + (
+            " (or set root= for system accounts)" if not self.config.root else ""
+        )
+        raise NoUserError(
+            f"recipient '{chain}' is a local name ({what}) with no alias, refused "
+            f"(never rewritten to another domain); {fix}",
+            hint=fix,
+        )
+
+    def resolve_all(self, recipients: Iterable[str]) -> list[str]:
+        """Final envelope recipients, deduplicated; every failure named before any is sent."""
+        final: list[str] = []
+        failures: list[RelayError] = []
+        for recipient in recipients:
+            try:
+                resolved = self.resolve(recipient)
+            except (NoUserError, DataError) as err:
+                failures.append(err)
+                continue
+            for address in resolved.addresses:
+                if address not in final:
+                    final.append(address)
+        if failures:
+            first = failures[0]
+            if len(failures) > 1:
+                first.message += f" (and {len(failures) - 1} more refused)"
+            raise first
+        return final

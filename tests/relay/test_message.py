@@ -1,0 +1,154 @@
+"""relay.message: intake, header fix-ups, and the wire form (CRLF, re-encoding)."""
+
+from __future__ import annotations
+
+import re
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.errors import DataError
+from relay.message import MAX_LINE, fix_headers, parse, to_wire
+
+CORPUS = Path(__file__).parent.parent / "data" / "wire"
+
+
+def wire_lines(wire: bytes) -> list[bytes]:
+    assert wire.endswith(b"\r\n")
+    return wire[:-2].split(b"\r\n")
+
+
+def assert_unambiguous(wire: bytes) -> None:
+    """No bare CR or LF, no NUL, no line over 998 octets: nothing can end DATA early."""
+    for line in wire_lines(wire):
+        assert b"\r" not in line and b"\n" not in line
+        assert b"\0" not in line
+        assert len(line) <= MAX_LINE
+
+
+def body_of(raw: bytes) -> bytes:
+    """What a reader gets after decoding the transfer encoding, line ends as LF."""
+    parsed = message_from_bytes(raw, policy=policy.default)
+    payload = parsed.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.eml")))
+@pytest.mark.parametrize("eight_bit_ok", [True, False])
+def test_corpus_is_unambiguous_on_the_wire(name: str, eight_bit_ok: bool) -> None:
+    wire = to_wire(parse((CORPUS / name).read_bytes()), eight_bit_ok=eight_bit_ok)
+    assert_unambiguous(wire)
+    if not eight_bit_ok:
+        assert wire.isascii()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("bare-cr.eml", b"first\rsecond\n.\r\nthird\n"),
+        ("nul.eml", b"before\0after\n"),
+        ("long-line.eml", b"x" * 5000 + b"\nshort\n"),
+        ("eightbit.eml", "Grüße aus Köln\n".encode()),
+    ],
+)
+def test_unsafe_bodies_arrive_intact(name: str, expected: bytes) -> None:
+    wire = to_wire(parse((CORPUS / name).read_bytes()), eight_bit_ok=False)
+    assert body_of(wire) == expected.replace(b"\r\n", b"\n")
+
+
+def test_lf_dot_lf_cannot_end_data() -> None:
+    wire = to_wire(parse((CORPUS / "lf-dot-lf.eml").read_bytes()))
+    # The dots are whole lines now, which the SMTP layer dot-stuffs; nothing bare is left.
+    assert b"\r\n.\r\nMAIL FROM:<evil@x>\r\n\r\n.\r\nafter\r\n" in wire
+    assert_unambiguous(wire)
+
+
+def test_plain_message_passes_byte_for_byte_but_line_ends() -> None:
+    raw = (CORPUS / "crlf.eml").read_bytes()
+    assert to_wire(parse(raw)) == raw
+
+
+def test_eight_bit_body_left_alone_when_server_takes_8bitmime() -> None:
+    raw = (CORPUS / "eightbit.eml").read_bytes()
+    assert to_wire(parse(raw), eight_bit_ok=True) == raw.replace(b"\n", b"\r\n")
+
+
+def test_multipart_only_the_bad_part_is_reencoded() -> None:
+    wire = to_wire(parse((CORPUS / "multipart-bad-part.eml").read_bytes()))
+    parsed = message_from_bytes(wire, policy=policy.default)
+    first, second = parsed.iter_parts()
+    assert "Content-Transfer-Encoding" not in first
+    assert first.get_payload(decode=True) == b"ok part"  # its CRLF belongs to the boundary
+    assert second["Content-Transfer-Encoding"] in ("quoted-printable", "base64")
+    assert second.get_payload(decode=True) == b"bad\rpart\0here"
+
+
+def test_mbox_from_line_is_dropped() -> None:
+    message = parse((CORPUS / "mbox-from-line.eml").read_bytes())
+    assert message.values("to") == ["a@x.org"]
+    assert message.body == b"From the start\n"
+
+
+def test_no_header_block_gets_a_separator() -> None:
+    assert to_wire(parse(b"hello\nworld")) == b"\r\nhello\r\nworld\r\n"
+    assert to_wire(parse(b"Subject: x\nhello\n")) == b"Subject: x\r\n\r\nhello\r\n"
+
+
+def test_folded_headers_are_kept() -> None:
+    message = parse(b"To: a@x.org,\n  b@y.org\nSubject: s\n\nbody\n")
+    assert message.addresses("to") == ["a@x.org", "b@y.org"]
+    assert to_wire(message).startswith(b"To: a@x.org,\r\n  b@y.org\r\n")
+
+
+def test_header_with_bare_cr_is_refused() -> None:
+    with pytest.raises(DataError, match="'subject'"):
+        parse(b"Subject: a\rBcc: evil@x.org\n\nbody\n")
+
+
+@freeze_time("2026-11-25 12:00:00")
+def test_fix_headers_adds_what_is_missing_and_drops_bcc() -> None:
+    message = parse(b"To: a@x.org\nBcc: hidden@x.org\nResent-Bcc: h2@x.org\n\nbody\n")
+    fixups = fix_headers(
+        message, from_header="Jürgen <j@x.org>", replace_from=False, msgid_domain="x.org"
+    )
+    assert fixups.added == ("From", "Date", "Message-ID")
+    assert set(fixups.removed) == {"Bcc", "Resent-Bcc"}
+    wire = to_wire(message)
+    assert b"hidden@x.org" not in wire and b"h2@x.org" not in wire
+    assert b"From: =?utf-8?q?J=C3=BCrgen?= <j@x.org>\r\n" in wire
+    assert b"Date: Wed, 25 Nov 2026 12:00:00 +0000\r\n" in wire
+    assert re.search(rb"Message-ID: <[^>\s]+@x\.org>\r\n", wire)
+
+
+def test_fix_headers_keeps_existing_unless_told() -> None:
+    message = parse(b"From: me@home.org\nDate: x\nMessage-ID: <1@h>\n\nbody\n")
+    fixups = fix_headers(message, from_header="a@b.org", replace_from=False, msgid_domain="b.org")
+    assert fixups.added == ()
+    assert message.values("from") == ["me@home.org"]
+    fix_headers(message, from_header="a@b.org", replace_from=True, msgid_domain="b.org")
+    assert message.values("from") == ["a@b.org"]
+
+
+def test_header_recipients_prefer_resent() -> None:
+    message = parse(b"To: a@x.org\nCc: B <b@x.org>\nBcc: c@x.org\n\n")
+    assert message.header_recipients() == ["a@x.org", "b@x.org", "c@x.org"]
+    resent = parse(b"To: a@x.org\nResent-To: r@x.org\n\n")
+    assert resent.header_recipients() == ["r@x.org"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.booleans())
+def test_any_body_is_unambiguous_and_intact(body: bytes, eight_bit_ok: bool) -> None:
+    raw = b"To: a@x.org\nSubject: fuzz\n\n" + body
+    wire = to_wire(parse(raw), eight_bit_ok=eight_bit_ok)
+    assert_unambiguous(wire)
+    expected = body.replace(b"\r\n", b"\n")
+    if expected and not expected.endswith(b"\n"):
+        expected += b"\n"
+    expected = expected.replace(b"\r\n", b"\n")
+    assert body_of(wire) == expected
