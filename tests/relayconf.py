@@ -1,0 +1,36 @@
+"""Writing relay configs that point at a test MailHub: shared by unit and e2e tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.mailhub import MailHub
+
+PASSWORD = "s3cret #=pass word"
+
+
+def write_config(directory: Path, hub: MailHub | None = None, *lines: str, **keys: object) -> Path:
+    """An ssmtp.conf (mode 0600) for `hub`; keys become `Key=value`, lines are added as is.
+
+    Defaults fit a test: rewriteDomain=example.org, hostname=box.example.net,
+    root=admin@example.com, Timeout=5, and the trustme CA when the hub speaks TLS.
+    """
+    values: dict[str, object] = {
+        "root": "admin@example.com",
+        "rewriteDomain": "example.org",
+        "hostname": "box.example.net",
+        "Timeout": 5,
+    }
+    if hub is not None:
+        values["mailhub"] = f"{hub.host}:{hub.port}"
+        if hub.tls == "implicit":
+            values["UseTLS"] = "yes"
+        elif hub.tls == "starttls":
+            values["UseSTARTTLS"] = "yes"
+    values.update(keys)
+    text = "".join(f"{key}={value}\n" for key, value in values.items() if value is not None)
+    text += "".join(line + "\n" for line in lines)
+    path = directory / "ssmtp.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
