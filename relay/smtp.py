@@ -179,6 +179,9 @@ class Session:
         else:
             client = _Client(local_hostname=local_name, timeout=config.timeout)
         client.transcript = self.transcript
+        # smtplib takes the TLS server_hostname from `_host`, which only its constructor
+        # sets; we connect separately so the transcript sees the greeting.
+        client._host = hub.host  # type: ignore[attr-defined]
         self.client = client
         code, message = client.connect(hub.host, hub.port)
         if code != 220:
@@ -353,8 +356,8 @@ def _response_error(code: int, message: bytes, step: str, what: str = "") -> Rel
 def _refused_error(refused: dict[str, tuple[int, str]]) -> RelayError:
     listed = "; ".join(f"<{rcpt}>: {reply}" for rcpt, (_code, reply) in refused.items())
     if any(400 <= code < 500 for code, _ in refused.values()):
-        return TempFailError(f"every recipient refused for now: {listed}", step="RCPT TO")
-    return NoUserError(f"every recipient refused: {listed}", step="RCPT TO")
+        return TempFailError(f"RCPT TO: every recipient refused for now: {listed}", step="RCPT TO")
+    return NoUserError(f"RCPT TO: every recipient refused: {listed}", step="RCPT TO")
 
 
 def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
