@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check relay mailx tests bench
+	$(BIN)/ruff check relay mailx tests bench demo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict relay mailx

@@ -1,0 +1,1 @@
+"""mailx-relay's front end: the s-nail compatible `mail` command and `mail-alias`."""
