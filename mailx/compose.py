@@ -54,9 +54,7 @@ from __future__ import annotations
 import codecs
 import email.policy
 import email.utils
-import functools
 import getpass
-import importlib.metadata
 import mimetypes
 import os
 import re
@@ -68,7 +66,7 @@ from email.errors import InvalidHeaderDefect, MessageError, NonASCIILocalPartDef
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 
-from relay import ConfigError, DataError, NoInputError
+from relay import ConfigError, DataError, NoInputError, __version__
 
 __all__ = [
     "POLICY",
@@ -284,14 +282,11 @@ def parse_addresses(text: str, field: str = "To", *, allow_local: bool = False) 
     return [_checked_address(address, field, text, allow_local) for address in found]
 
 
-@functools.cache
 def default_user_agent() -> str:
     """`mailx-relay VERSION`, the User-Agent written unless the draft names another."""
-    try:
-        version = importlib.metadata.version("mailx-relay")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"mailx-relay {version}"
+    # relay's constant, not importlib.metadata: reading package metadata costs every
+    # `mail` call several milliseconds of start-up.
+    return f"mailx-relay {__version__}"
 
 
 def _recipients(draft: Draft) -> tuple[list[Address], list[Address], list[Address]]:
