@@ -36,15 +36,16 @@ def mbox_entry(message: bytes, sender: str, when: float | None = None) -> bytes:
     return f"From {envelope} {stamp}\n".encode() + _FROM_LINE.sub(rb">\1", text) + b"\n"
 
 
-def save(message: bytes, sender: str, path: str | None = None) -> str:
-    """Append the message to dead.letter and return the path; raises 73/74 on failure."""
+def save(message: bytes, sender: str, path: str | None = None, what: str = "dead.letter") -> str:
+    """Append the message to an mbox (dead.letter unless `what` names another, such as
+    `mail`'s record file) and return the path; raises 73/74 on failure."""
     path = path or default_path()
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as err:
         raise CantCreateError(
-            f"cannot open dead.letter: {err.strerror or err}"
+            f"cannot open {what}: {err.strerror or err}"
             + (" (it is a symlink; refusing to follow it)" if err.errno == 40 else ""),
             path=path,
         ) from None
@@ -53,7 +54,7 @@ def save(message: bytes, sender: str, path: str | None = None) -> str:
 
         info = os.fstat(fd)
         if not _regular_and_ours(info):
-            raise CantCreateError("dead.letter is not a regular file owned by you", path=path)
+            raise CantCreateError(f"{what} is not a regular file owned by you", path=path)
         if info.st_mode & 0o077:
             os.fchmod(fd, 0o600)
         fcntl.lockf(fd, fcntl.LOCK_EX)
@@ -64,7 +65,7 @@ def save(message: bytes, sender: str, path: str | None = None) -> str:
             view = view[written:]
         os.fsync(fd)
     except OSError as err:
-        raise IOFailure(f"cannot write dead.letter: {err.strerror or err}", path=path) from None
+        raise IOFailure(f"cannot write {what}: {err.strerror or err}", path=path) from None
     finally:
         os.close(fd)
     return path
