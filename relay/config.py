@@ -166,6 +166,14 @@ def _text(value: str) -> str:
     return value
 
 
+def _parse_fingerprint(value: str) -> str:
+    """A SHA-256 fingerprint: 64 hex digits, colons allowed (`AA:BB:...`)."""
+    digits = value.replace(":", "").strip()
+    if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise ValueError("expected a SHA-256 fingerprint: 64 hex digits, colons allowed")
+    return value
+
+
 # key (lowercase) -> (Config field, parser). Keys are ssmtp's, the common patched ones, ours.
 _KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "root": ("root", _text),
@@ -187,7 +195,7 @@ _KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "tls_ca_file": ("tls_ca_file", _text),
     "tls_ca_dir": ("tls_ca_dir", _text),
     "tlsverify": ("tls_verify", _parse_bool),
-    "tlsfingerprint": ("tls_fingerprint", _text),
+    "tlsfingerprint": ("tls_fingerprint", _parse_fingerprint),
     "aliases": ("aliases", _text),
     "revaliases": ("revaliases_path", _text),
     "timeout": ("timeout", _parse_positive),

@@ -37,8 +37,10 @@ from relay.errors import (
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-# Strongest first; smtplib implements each as `auth_<name>`.
+# Strongest first; smtplib implements each as `auth_<name>`. OAuth methods take a token,
+# not a password, so they are used only when AuthMethod names one.
 AUTH_PREFERENCE = ("CRAM-MD5", "PLAIN", "LOGIN")
+OAUTH_METHODS = ("XOAUTH2", "OAUTHBEARER")
 
 
 def printable(text: str) -> str:
@@ -100,16 +102,45 @@ class _Client(smtplib.SMTP):
             self.transcript.received(code, message)
         return code, message
 
+    # RFC 7628 OAUTHBEARER and Google's XOAUTH2: the "password" is the OAuth token.
+    # On failure the server sends a 334 with a JSON error; the answer is an empty line.
+    def auth_xoauth2(self, challenge: bytes | None = None) -> str:
+        if challenge is not None:
+            return ""
+        return f"user={self.user}\x01auth=Bearer {self.password}\x01\x01"
+
+    def auth_oauthbearer(self, challenge: bytes | None = None) -> str:
+        if challenge is not None:
+            return "\x01"
+        return f"n,a={self.user},\x01auth=Bearer {self.password}\x01\x01"
+
 
 class _ClientSSL(_Client, smtplib.SMTP_SSL):
     pass
 
 
+def normalise_fingerprint(text: str) -> str:
+    """`AA:BB:...` as msmtp writes it, upper case; any colons or case accepted."""
+    digits = text.replace(":", "").strip().upper()
+    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+
+
+def fingerprint(der: bytes) -> str:
+    import hashlib
+
+    return normalise_fingerprint(hashlib.sha256(der).hexdigest())
+
+
 def tls_context(config: Config) -> ssl.SSLContext:
-    """Verifying context: system store or TLS_CA_File/TLS_CA_Dir, host name checked."""
+    """Verifying context: system store or TLS_CA_File/TLS_CA_Dir, host name checked.
+
+    With `TLSFingerprint` the pin replaces the chain and name checks (as msmtp's
+    tls_fingerprint): the server's certificate is then checked against the pin right
+    after the handshake, before anything else is sent (`Session._check_pin`).
+    """
     try:
         context = ssl.create_default_context(cafile=config.tls_ca_file, capath=config.tls_ca_dir)
-        if not config.tls_verify:
+        if not config.tls_verify or config.tls_fingerprint:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if config.use_tls_cert and config.tls_cert:
@@ -156,10 +187,13 @@ class Session:
 
     # -- opening ------------------------------------------------------------------------
 
-    def open(self) -> Session:
-        """Connect, EHLO, TLS and AUTH as the config says; raises a classified RelayError."""
+    def open(self, *, login: bool = True) -> Session:
+        """Connect, EHLO, TLS and AUTH as the config says; raises a classified RelayError.
+
+        `login=False` stops before AUTH (`sendmail --serverinfo` sends nothing).
+        """
         try:
-            self._open()
+            self._open(login)
         except RelayError:
             self.close()
             raise
@@ -168,7 +202,7 @@ class Session:
             raise classify(err, self.step, self.hub) from None
         return self
 
-    def _open(self) -> None:
+    def _open(self, login: bool) -> None:
         config, hub = self.config, self.hub
         local_name = config.hostname or socket.gethostname()
         self.step = f"connect to {hub}"
@@ -187,6 +221,8 @@ class Session:
         if code != 220:
             raise _response_error(code, message, f"greeting from {hub}")
         self.tls = config.use_tls and not config.use_starttls
+        if self.tls:
+            self._check_pin()
         self.step = "EHLO"
         self._ehlo()
         if config.use_starttls:
@@ -199,11 +235,32 @@ class Session:
                 )
             code, message = client.starttls(context=tls_context(config))
             self.tls = True
+            self._check_pin()
             self.step = "EHLO after STARTTLS"
             self._ehlo()
-        if config.auth_user:
+        if config.auth_user and login:
             self.step = "AUTH"
             self._login(config.auth_user)
+
+    def peer_certificate(self) -> bytes | None:
+        """The server's certificate (DER) once TLS is up, else None."""
+        sock = self.client.sock if self.client is not None else None
+        if not isinstance(sock, ssl.SSLSocket):
+            return None
+        return sock.getpeercert(binary_form=True)
+
+    def _check_pin(self) -> None:
+        expected = self.config.tls_fingerprint
+        if not expected:
+            return
+        der = self.peer_certificate()
+        got = fingerprint(der) if der else "(no certificate)"
+        if got != normalise_fingerprint(expected):
+            raise UnavailableError(
+                f"TLS certificate of {self.hub.host} does not match TLSFingerprint: "
+                f"expected {normalise_fingerprint(expected)}, got {got}",
+                step="TLS",
+            )
 
     def _ehlo(self) -> None:
         assert self.client is not None
@@ -229,6 +286,9 @@ class Session:
         wanted = self.config.auth_method
         if wanted:
             method = wanted.upper()
+            if method in OAUTH_METHODS:
+                # A token works with either; prefer the standard one (RFC 7628).
+                method = next((m for m in ("OAUTHBEARER", "XOAUTH2") if m in offered), method)
             if method not in offered:
                 raise UnavailableError(
                     f"AuthMethod={wanted} is not offered by {self.hub} "
@@ -407,12 +467,14 @@ def open_session(
     hubs: Sequence[Mailhub] | None = None,
     password: str | None = None,
     transcript: TextIO | None = None,
+    login: bool = True,
 ) -> Session:
     """Open a session to the first mailhub that answers; a temporary failure tries the next."""
     last: RelayError | None = None
     for hub in hubs or config.mailhubs:
         try:
-            return Session(config, hub, password=password, transcript=transcript).open()
+            session = Session(config, hub, password=password, transcript=transcript)
+            return session.open(login=login)
         except TempFailError as err:
             last = err
             if transcript is not None:

@@ -11,6 +11,7 @@ before a test could look at them. Both listen on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email
 import email.policy
@@ -47,6 +48,8 @@ __all__ = [
     "DEFAULT_USERS",
     "FAULT_STEPS",
     "LOOPBACK",
+    "OAUTH_MECHANISMS",
+    "PASSWORD_MECHANISMS",
     "SERVER_NAME",
     "AuthAttempt",
     "MailHub",
@@ -64,7 +67,10 @@ LOOPBACK = "127.0.0.1"
 # A fixed name: aiosmtpd would otherwise call socket.getfqdn(), which may ask a DNS server.
 SERVER_NAME = "mailhub.test"
 DEFAULT_USERS: Mapping[str, str] = {"alice": "s3cret #=pass word"}
-ALL_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+PASSWORD_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+# Token mechanisms (Google's XOAUTH2, RFC 7628 OAUTHBEARER): `users` maps user -> token.
+OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+ALL_MECHANISMS = PASSWORD_MECHANISMS + OAUTH_MECHANISMS
 # Steps a fault can answer: "CONNECT" is the greeting, "EOD" the reply after <CRLF>.<CRLF>.
 FAULT_STEPS = frozenset(
     {"CONNECT", "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "EOD"}
@@ -247,6 +253,45 @@ class _HubSMTP(SMTP):
         return self.hub._auth_result("CRAM-MD5", user, ok)
 
 
+    async def _oauth(self, mechanism: str, args: list[str]) -> AuthResult:
+        """XOAUTH2 / OAUTHBEARER: check `auth=Bearer TOKEN` against the user's token.
+
+        On failure the server sends a 334 with a JSON error and waits for the client's
+        (empty) answer before 535, as Gmail does.
+        """
+        if len(args) > 1:
+            try:
+                response: object = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                response = b""
+        else:
+            response = await self.challenge_auth(b"")
+            if response is MISSING:
+                return AuthResult(success=False, handled=True)
+        assert isinstance(response, bytes)
+        fields = dict(
+            item.split("=", 1) for item in response.decode("utf-8", "replace").split("\x01")
+            if "=" in item
+        )
+        if mechanism == "OAUTHBEARER":
+            gs2 = response.split(b"\x01", 1)[0].decode("utf-8", "replace")
+            user = next((p[2:] for p in gs2.split(",") if p.startswith("a=")), "")
+        else:
+            user = fields.get("user", "")
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        ok = bool(token) and self.hub.users.get(user) == token
+        if not ok:
+            error = base64.b64encode(b'{"status":"401","schemes":"bearer"}')
+            await self.challenge_auth(error, encode_to_b64=False)
+        return self.hub._auth_result(mechanism, user, ok)
+
+    async def auth_XOAUTH2(self, _: SMTP, args: list[str]) -> AuthResult:
+        return await self._oauth("XOAUTH2", args)
+
+    async def auth_OAUTHBEARER(self, _: SMTP, args: list[str]) -> AuthResult:
+        return await self._oauth("OAUTHBEARER", args)
+
+
 class _Handler:
     """The aiosmtpd handler: every fault a hook can express is applied here."""
 
@@ -383,7 +428,7 @@ class MailHub:
         offer_starttls: bool = True,
         auth: bool = False,
         users: Mapping[str, str] | None = None,
-        mechanisms: Iterable[str] = ALL_MECHANISMS,
+        mechanisms: Iterable[str] = PASSWORD_MECHANISMS,
         auth_require_tls: bool = True,
         faults: Mapping[str, Reply] | None = None,
         rcpt_faults: Mapping[str, Reply] | None = None,

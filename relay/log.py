@@ -1,0 +1,87 @@
+"""One logfmt line per delivery attempt, to `LogFile` or syslog (facility mail).
+
+Fields: time, id (queue id or `-`), msgid, from, to, mailhub, tls, auth, result, reply,
+exit, duration. Values come from the envelope, the session and the server's reply, never
+from a secret. Logging must not decide a message's fate: a log that cannot be written is
+one warning on stderr, and the delivery's outcome stands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from relay.config import Config
+
+
+@dataclass(frozen=True)
+class Attempt:
+    queue_id: str | None
+    message_id: str | None
+    sender: str
+    recipients: Sequence[str]
+    mailhub: str
+    tls: bool
+    auth: str | None
+    result: str  # delivered | queued | deferred | failed
+    reply: str
+    exit_code: int
+    duration: float
+
+
+def _quote(value: str) -> str:
+    if value and not any(c in value for c in ' "=\\') and value.isprintable():
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c.isprintable() else repr(c)[1:-1] for c in escaped) + '"'
+
+
+def format_attempt(attempt: Attempt, now: float | None = None) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now))
+    fields = [
+        ("time", stamp),
+        ("id", attempt.queue_id or "-"),
+        ("msgid", attempt.message_id or "-"),
+        ("from", attempt.sender),
+        ("to", ",".join(attempt.recipients)),
+        ("mailhub", attempt.mailhub),
+        ("tls", "yes" if attempt.tls else "no"),
+        ("auth", attempt.auth or "-"),
+        ("result", attempt.result),
+        ("reply", attempt.reply or "-"),
+        ("exit", str(attempt.exit_code)),
+        ("duration", f"{attempt.duration:.3f}"),
+    ]
+    return " ".join(f"{key}={_quote(value)}" for key, value in fields)
+
+
+def record(config: Config, attempt: Attempt) -> None:
+    """Write the attempt where the config says; nothing when it names no log."""
+    if not config.log_file and not config.syslog:
+        return
+    line = format_attempt(attempt)
+    if config.log_file:
+        try:
+            fd = os.open(
+                config.log_file,
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+            )
+            try:
+                os.write(fd, (line + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except OSError as err:
+            sys.stderr.write(
+                f"sendmail: warning: cannot write LogFile {config.log_file}: "
+                f"{err.strerror or err}\n"
+            )
+    if config.syslog:
+        import syslog
+
+        syslog.openlog("mailx-relay", syslog.LOG_PID, syslog.LOG_MAIL)
+        level = syslog.LOG_INFO if attempt.exit_code == 0 else syslog.LOG_WARNING
+        syslog.syslog(level, line)
