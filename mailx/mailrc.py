@@ -538,7 +538,7 @@ class _Parser:
         name = _command_lookup(written.lstrip("\\")) if match else None
         if name is None:
             # s-nail cancels the rest of the line after an unknown command.
-            self.diag(lineno, f"unknown command '{written}'")
+            self.diag(lineno, f"unknown command '{printable(written)}'")
             return None, ""
         assert match is not None
         pos = match.end()
@@ -593,6 +593,11 @@ def read_rc(path: str) -> RcFile:
 
 
 # --- names and members ----------------------------------------------------------------
+
+
+def printable(text: str) -> str:
+    """`text` for a one-line message: control characters and stray bytes escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def is_valid_alias_name(name: str, *, member: bool = False) -> bool:
@@ -701,7 +706,7 @@ def _classify(text: str) -> Recipient:
     if value.startswith(("/", "+", "./")) or "/" in value:
         return Recipient(value, value, kind="file")
     if not is_valid_alias_name(value, member=True):
-        raise ValueError("not an address, and not a valid local name")
+        raise ValueError("not a valid address or local name")
     return Recipient(value, value, kind="local")
 
 
@@ -723,7 +728,7 @@ def parse_recipient(text: str) -> Recipient:
     try:
         return _classify(text)
     except ValueError as err:
-        raise DataError(f"invalid recipient '{text}': {err}") from None
+        raise DataError(f"invalid recipient '{printable(text)}': {err}") from None
 
 
 # --- evaluation -----------------------------------------------------------------------
@@ -907,7 +912,7 @@ class _Evaluator:
             return  # `alias` and `alias NAME` only display, in s-nail
         name = words[0]
         if not is_valid_alias_name(name):
-            self.diag(path, st.line, f"alias: not a valid name: '{name}'")
+            self.diag(path, st.line, f"alias: not a valid name: '{printable(name)}'")
             return
         members: list[Member] = []
         for text in words[1:]:
@@ -915,7 +920,8 @@ class _Evaluator:
                 continue  # an unquoted `$unset` expands to nothing
             problem = member_problem(text)
             if problem:
-                self.diag(path, st.line, f"alias {name}: invalid member '{text}': {problem}")
+                shown = printable(text)
+                self.diag(path, st.line, f"alias {name}: invalid member '{shown}': {problem}")
             else:
                 members.append(Member(text, path, st.line))
         if members:
@@ -1081,12 +1087,16 @@ def expand_recipients(names: Iterable[str], rc: MailRc) -> list[Recipient]:
             path, line = _origin(rc, item.address, item.via)
             chain = f" (alias {' -> '.join(item.via)})" if item.via else ""
             raise DataError(
-                f"invalid recipient '{item.address}'{chain}: {err}", path=path, line=line
+                f"invalid recipient '{printable(item.address)}'{chain}: {err}",
+                path=path,
+                line=line,
             ) from None
         if recipient.kind in ("file", "pipe"):
             path, line = _origin(rc, item.address, item.via)
             raise DataError(
-                f"{recipient.kind} recipient refused: '{item.address}'", path=path, line=line
+                f"{recipient.kind} recipient refused: '{printable(item.address)}'",
+                path=path,
+                line=line,
             )
         if recipient.envelope in seen:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -471,3 +472,21 @@ def test_parser_never_crashes_and_offsets_are_in_bounds(text: str) -> None:
             assert statement.start <= word.start < word.end <= statement.end
     covered = "".join(text[line.start : line.end] for line in rc.lines)
     assert covered == text
+
+
+def test_sample_etc_mail_rc_parses_clean() -> None:
+    from mailx.aliasbook import check
+
+    sample = Path(__file__).parent.parent.parent / "etc" / "mail.rc"
+    rc = evaluate([read_rc(str(sample))], environ={})
+    assert rc.diagnostics == []
+    uncommented = re.sub(r"(?m)^#(alias|set|retain| {2,}\S)", r"\1", sample.read_text())
+    rc = evaluate([parse(uncommented, str(sample))], environ={})
+    assert check(rc, is_account=lambda name: False) == []
+    (archuser,) = expand_recipients(["archuser"], rc)
+    assert archuser.header == "My Name <someone@example.com>"
+    assert [r.envelope for r in expand_recipients(["team"], rc)] == [
+        "alice@example.com",
+        "bob@example.com",
+        "someone@example.com",
+    ]
