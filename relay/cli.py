@@ -28,6 +28,8 @@ PROG = "sendmail"
 USAGE = """\
 usage: sendmail [-t] [-i] [-f addr] [-F name] [-v] [-C file] [-au user] [-am method]
                 [-N dsn] [-R ret] [-bm | -bv | -P] [--] [recipient...]
+       sendmail -bp [-C file]            (list the queue, as mailq)
+       sendmail -q [-v] [-C file]        (deliver the queue, as mailq --flush)
        sendmail -V
 ssmtp's and sendmail's other flags (-oi -odb -oem -B8BITMIME -h N -L tag -O opt ...) are
 accepted and ignored. See sendmail(8)."""
@@ -41,7 +43,7 @@ _WITH_VALUE = set("frFCNRhLOXBA")
 
 @dataclass
 class Options:
-    mode: str = "send"  # send | verify | version | pretend
+    mode: str = "send"  # send | verify | version | pretend | list | flush
     read_recipients: bool = False
     envelope_from: str | None = None
     full_name: str | None = None
@@ -144,11 +146,13 @@ def _prefixed(opts: Options, flag: str, rest: str, args: list[str], index: int) 
             rest, index = args[index], index + 1
         if rest == "v":
             opts.mode = "verify"
-        elif rest in ("p", "q") or rest.startswith("p"):
-            raise UsageError("-bp (list the queue) needs the queue, which is not built yet")
+        elif rest.startswith("p"):
+            opts.mode = "list"  # -bp, and sendmail's -bpa/-bpc variants: our one listing
         return index  # -bm (the default), -bs, -bi, -bd...: accepted, ignored
     if flag == "q":
-        raise UsageError("-q (flush the queue) needs the queue, which is not built yet")
+        # -q, and sendmail's -q15m (a daemon's interval), -qf, -qR...: flush once, now.
+        opts.mode = "flush"
+        return index
     if flag == "e":
         return index  # -em, -ep, -eq: error reporting mode, ignored
     # -au user, -ap pass, -am method (ssmtp)
@@ -230,6 +234,12 @@ def _run(opts: Options) -> int:
         return os.EX_OK
     if opts.mode == "verify":
         return _verify(opts, config)
+    if opts.mode in ("list", "flush"):
+        from relay import mailq
+
+        if opts.mode == "list":
+            return mailq.show(config)
+        return mailq.run_flush(config, verbose=opts.verbose, password=opts.auth_pass, prog=PROG)
     return _send(opts, config)
 
 
@@ -262,11 +272,15 @@ def _send(opts: Options, config: Config) -> int:
         bug = RelayError(f"internal error: {type(err).__name__}: {err}")
         submission.keep(bug, raw, identity, config, None)
         raise bug from None
-    if opts.verbose:
+    if opts.verbose and result.recipients:
         _say(
             sys.stderr,
             f"delivered to {', '.join(result.recipients)} via {result.mailhub}: {result.reply}",
         )
+    # Exit 0 means delivered or durably queued; a fallback to the queue is always said,
+    # Queue=always (the configured normal) only with -v, so cron jobs stay quiet.
+    if result.queued_id and (opts.verbose or config.queue != "always"):
+        _say(sys.stderr, f"queued as {result.queued_id}: {result.queued_reason}")
     return os.EX_OK
 
 

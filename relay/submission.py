@@ -1,21 +1,32 @@
-"""Submission policy: from a raw message and its envelope to "delivered" or a kept message.
+"""Submission policy: from a raw message and its envelope to delivered, queued, or kept.
 
 The order follows dma's `main`: config, sender, recipients (every one resolved before
-anything is sent), header fix-ups, then delivery. From the moment the message is read,
-every failure ends with the message kept: the `RelayError` raised carries `saved_to`, the
-dead.letter path the whole original message was appended to.
+anything is sent), header fix-ups, then delivery or the queue. From the moment the
+message is read, every failure ends with the message kept: the `RelayError` raised
+carries `saved_to`, the dead.letter path the whole original message was appended to.
+
+The queue policy (DESIGN 7, `Queue=`) lives here so that `sendmail` and the `mail` front
+end, which calls `submit` in-process, behave the same:
+- `fallback` (default): deliver now; on a temporary failure (4xx, unreachable, timeout,
+  TLS handshake cut) queue the message for the recipients not yet served, and return a
+  `Result` whose `queued_id` says so;
+- `always`: queue without trying;
+- `no`: a temporary failure raises (EX_TEMPFAIL) and the message goes to dead.letter.
+A permanent failure (5xx) is never queued. When the queue itself cannot take the
+message, the error is 73 or 74 and the message is in dead.letter: exit 0 always means
+delivered or durably queued (`relay.queue` commits before it returns).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TextIO
 
 from relay import deadletter
 from relay.config import Config, Mailhub
 from relay.envelope import Identity, Resolver, Sender, current_identity, split_address
-from relay.errors import NoUserError, RelayError, TempFailError, UsageError
+from relay.errors import NoUserError, RelayError, TempFailError, UsageError, is_temporary
 from relay.message import Fixups, Message
 
 if TYPE_CHECKING:
@@ -39,15 +50,22 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Result:
-    """A delivered message."""
+    """A message delivered, or durably queued (`queued_id`), or some of each."""
 
     sender: str
+    #: Recipients the server accepted now (empty when the message was only queued).
     recipients: tuple[str, ...]
     message_id: str | None
     mailhub: str
     reply: str
     #: recipient -> SMTP reply, for a delivery some recipients refused (raised, see submit).
     refused: dict[str, str] = field(default_factory=dict)
+    #: The queue entry holding the message for the recipients not delivered yet.
+    queued_id: str | None = None
+    #: Why it was queued: the temporary failure, or that `Queue=always` is set.
+    queued_reason: str | None = None
+    #: The recipients the queue entry is for.
+    queued_for: tuple[str, ...] = ()
 
 
 def as_bytes(message: bytes | EmailMessage) -> bytes:
@@ -113,6 +131,20 @@ def deliver(
     verbose: TextIO | None = None,
 ) -> Result:
     """Send one prepared message now; raises a classified RelayError if it was not."""
+    result, refused = _send_now(prepared, config, password=password, verbose=verbose)
+    if refused:
+        raise _partial_error(result, refused)
+    return result
+
+
+def _send_now(
+    prepared: Prepared,
+    config: Config,
+    *,
+    password: str | None,
+    verbose: TextIO | None,
+) -> tuple[Result, dict[str, tuple[int, str]]]:
+    """One delivery; returns what was accepted and what was refused (code, reply)."""
     from relay.message import to_wire
     from relay.smtp import open_session
 
@@ -132,17 +164,20 @@ def deliver(
         reply=outcome.reply,
         refused={rcpt: reply for rcpt, (_code, reply) in outcome.refused.items()},
     )
-    if outcome.refused:
-        listed = "; ".join(f"<{r}>: {reply}" for r, reply in result.refused.items())
-        accepted = ", ".join(outcome.accepted)
-        text = f"delivered to {accepted} only; refused: {listed}"
-        temporary = all(400 <= code < 500 for code, _ in outcome.refused.values())
-        err: RelayError = (
-            TempFailError(text, step="RCPT TO") if temporary else NoUserError(text, step="RCPT TO")
-        )
-        err.result = result
-        raise err
-    return result
+    return result, outcome.refused
+
+
+def _partial_error(
+    result: Result, refused: dict[str, tuple[int, str]], queued: str = ""
+) -> RelayError:
+    listed = "; ".join(f"<{r}>: {reply}" for r, (_code, reply) in refused.items())
+    text = f"delivered to {', '.join(result.recipients)} only; refused: {listed}{queued}"
+    temporary = all(400 <= code < 500 for code, _ in refused.values())
+    err: RelayError = (
+        TempFailError(text, step="RCPT TO") if temporary else NoUserError(text, step="RCPT TO")
+    )
+    err.result = result
+    return err
 
 
 def submit(
@@ -159,11 +194,14 @@ def submit(
     dead_letter: str | None = None,
     resolver: Resolver | None = None,
 ) -> Result:
-    """Deliver a message now, or keep it: on failure the original goes to dead.letter.
+    """Deliver a message now, queue it, or keep it, as `config.queue` says (module doc).
 
+    Returns a `Result`: delivered (`recipients`), queued (`queued_id`, `queued_reason`),
+    or both after a partial delivery whose refusals were all temporary.
     Raises a `RelayError` whose `exit_code` is the sysexits status and whose `saved_to`
     attribute names the dead.letter file (None only when even that could not be written,
-    in which case the error says so and its exit code is 73 or 74).
+    in which case the error says so and its exit code is 73 or 74). The password is
+    used for this delivery only; the queue never stores it.
     """
     raw = as_bytes(message)
     who = identity or current_identity()
@@ -180,10 +218,124 @@ def submit(
         )
         if verbose is not None:
             _explain(prepared, verbose)
-        return deliver(prepared, config, password=password, verbose=verbose)
+        if config.queue == "always":
+            return enqueue(prepared, config, dead_letter=dead_letter, reason=ALWAYS_REASON)
+        return _deliver_or_queue(prepared, config, password, verbose, dead_letter)
     except RelayError as err:
         keep(err, raw, who, config, dead_letter)
         raise
+
+
+ALWAYS_REASON = "Queue=always: not tried now; mailq --flush (or sendmail -q) delivers it"
+
+
+def _deliver_or_queue(
+    prepared: Prepared,
+    config: Config,
+    password: str | None,
+    verbose: TextIO | None,
+    dead_letter: str | None,
+) -> Result:
+    fallback = config.queue == "fallback"
+    try:
+        result, refused = _send_now(prepared, config, password=password, verbose=verbose)
+    except RelayError as err:
+        if not (fallback and is_temporary(err)):
+            raise
+        return enqueue(prepared, config, dead_letter=dead_letter, reason=str(err), failure=err)
+    if not refused:
+        return result
+    # A partial delivery (DESIGN V22): accepted recipients are done; 4xx ones are queued
+    # when the policy allows; 5xx ones make the whole call fail, message kept.
+    later = tuple(r for r, (code, _) in refused.items() if 400 <= code < 500)
+    note = ""
+    if fallback and later:
+        replies = "; ".join(f"<{r}>: {refused[r][1]}" for r in later)
+        queued = enqueue(
+            prepared,
+            config,
+            dead_letter=dead_letter,
+            reason=f"refused for now: {replies}",
+            recipients=later,
+            failure=TempFailError(replies, step="RCPT TO"),
+        )
+        result = replace(
+            result,
+            queued_id=queued.queued_id,
+            queued_reason=queued.queued_reason,
+            queued_for=later,
+        )
+        if len(later) == len(refused):
+            return result
+        note = f"; {', '.join(later)} queued as {queued.queued_id} for a retry"
+    raise _partial_error(result, refused, note)
+
+
+def stored_form(prepared: Prepared) -> bytes:
+    """What the queue keeps: the message after fix-ups, line ends as received.
+
+    Converted to wire form only when sent, since that depends on the session (8BITMIME).
+    `relay.message.parse` reads it back unchanged.
+    """
+    return prepared.message.header_bytes() + b"\r\n" + prepared.message.body
+
+
+def enqueue(
+    prepared: Prepared,
+    config: Config,
+    *,
+    dead_letter: str | None,
+    reason: str,
+    recipients: Sequence[str] | None = None,
+    failure: RelayError | None = None,
+) -> Result:
+    """Commit the prepared message to the queue; returns a Result saying queued.
+
+    `failure` is the temporary error of a try just made: the entry records it as its
+    first attempt, backing off only when the failure was the message's own.
+    Raises 73/74 (the caller keeps the message in dead.letter) naming both problems.
+    """
+    import time
+
+    from relay import queue
+
+    now = time.time()
+    wanted = tuple(recipients if recipients is not None else prepared.recipients)
+    hub = prepared.sender.mailhub
+    blame = failure is not None and queue.blames_message(failure)
+    try:
+        with queue.Queue.open(queue.queue_dir(config.queue_dir)) as spool:
+            entry = spool.enqueue(
+                stored_form(prepared),
+                sender=prepared.sender.envelope,
+                recipients=wanted,
+                message_id=prepared.message_id,
+                mailhub=_hostport(hub) if hub else None,
+                dead_letter=dead_letter or deadletter.default_path(),
+                attempts=1 if failure is not None else 0,
+                last_error=str(failure) if failure is not None else None,
+                next_try=now + (queue.backoff_delay(1, config.queue_backoff) if blame else 0),
+                now=now,
+            )
+    except RelayError as err:
+        if failure is not None:
+            err.message += f"; and delivering it now failed too: {failure}"
+        raise
+    return Result(
+        sender=prepared.sender.envelope,
+        recipients=(),
+        message_id=prepared.message_id,
+        mailhub="",
+        reply="",
+        queued_id=entry.id,
+        queued_reason=reason,
+        queued_for=wanted,
+    )
+
+
+def _hostport(hub: Mailhub) -> str:
+    """`host:port` as `relay.config.parse_hostport` reads it back (IPv6 in brackets)."""
+    return f"[{hub.host}]:{hub.port}" if ":" in hub.host else f"{hub.host}:{hub.port}"
 
 
 def keep(err: RelayError, raw: bytes, who: Identity, config: Config, path: str | None) -> None:

@@ -91,3 +91,16 @@ def test_usage_error_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert sendmail_main(["-V"]) == 0
     assert capsys.readouterr().out.startswith("mailx-relay sendmail ")
+
+
+@pytest.mark.parametrize("argv", [["-bp"], ["-bpa"], ["-b", "p"], ["-C/f", "-bp"]])
+def test_bp_lists_the_queue(argv: list[str]) -> None:
+    assert parse_args(argv).mode == "list"
+
+
+@pytest.mark.parametrize("argv", [["-q"], ["-q15m"], ["-qf"], ["-qRexample.com"], ["-q", "-v"]])
+def test_q_flushes_the_queue(argv: list[str]) -> None:
+    opts = parse_args(argv)
+    assert opts.mode == "flush"
+    assert opts.verbose == ("-v" in argv)
+    assert opts.recipients == []

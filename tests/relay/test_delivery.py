@@ -35,6 +35,9 @@ def send(
     verbose: io.StringIO | None = None,
     **keys: Any,
 ) -> Any:
+    # These tests pin immediate delivery and its exit codes: Queue=no. The queue policy
+    # (fallback, always) is tested in test_queue.py and test_flush.py.
+    keys.setdefault("Queue", "no")
     config = config_module.load(str(write_config(tmp_path, hub, *lines, **keys)))
     return submit(
         message,

@@ -1,0 +1,471 @@
+"""Flushing the queue: every due entry, in queue order, over one SMTP session.
+
+One session per mailhub (one TLS handshake, one AUTH), RSET between messages, each entry
+locked while it is sent so concurrent flushers never send the same one. Per entry, in
+this order, so that a crash at any point loses nothing:
+
+1. lock it; re-read its sidecar (another flusher may have just tried it);
+2. read the message, checking its recorded size; convert it to wire form for this
+   session (8BITMIME or not: `relay.message.to_wire`);
+3. MAIL, RCPT, DATA;
+4. after the server's 250: dead.letter copies first (for recipients refused with 5xx),
+   then the queue change (entry removed, or its sidecar rewritten with the 4xx
+   recipients left). A crash between the 250 and this step sends the message again on
+   the next flush: **the duplicate window**, one message per crash, never a loss.
+
+Failures, and what they cost:
+- the mailhub cannot be reached, or refuses the greeting, EHLO, STARTTLS or AUTH for
+  now: the flush stops at once and no entry is charged an attempt;
+- the server closes the session (idle limit, messages-per-connection limit): reconnect
+  and go on; if the new session also breaks before a message got through, stop there;
+- a 4xx to an entry's MAIL, RCPT or DATA, or the session lost during its DATA: that entry
+  is charged an attempt and backs off (`QueueBackoff`); the flush goes on;
+- a 5xx: the message goes to the submitter's dead.letter with the reply, and leaves;
+- a permanent session failure (login rejected, certificate refused): the flush stops,
+  entries stay queued, and the exit status says why;
+- an entry older than `QueueMaxAge`: to dead.letter with its last error;
+- an unreadable entry: moved to `corrupt/`, reported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from relay.config import Config, Mailhub, parse_hostport
+from relay.errors import RelayError, TempFailError, is_temporary
+from relay.queue import Corrupt, Entry, Locked, Queue, queue_dir
+
+if TYPE_CHECKING:
+    from relay.message import Message
+    from relay.smtp import Outcome, Session
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An entry (or some of its recipients) that left the queue undelivered."""
+
+    id: str
+    reason: str
+    saved_to: str | None
+
+
+@dataclass
+class FlushReport:
+    """What one flush did; `exit_code` turns it into the command's status."""
+
+    #: Entries due (or all, with force) when the flush started.
+    due: int = 0
+    #: Entries handled so far (sent, deferred, failed, skipped).
+    handled: int = 0
+    sent: list[str] = field(default_factory=list)
+    deferred: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    expired: list[Failure] = field(default_factory=list)
+    corrupt: list[Corrupt] = field(default_factory=list)
+    #: Entries another flusher held, and entries not yet due.
+    busy: int = 0
+    waiting: int = 0
+    #: Entries in the queue when the flush ended.
+    left: int = 0
+    connections: int = 0
+    #: The temporary, connection-level failure that ended the flush early.
+    stopped: RelayError | None = None
+    #: A permanent session failure (login, certificate): nothing more was tried.
+    fatal: RelayError | None = None
+    #: Local failures: the queue or dead.letter could not be written.
+    errors: list[RelayError] = field(default_factory=list)
+    #: The last failure seen, for a progress display.
+    current_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def exit_code(self) -> int:
+        """0 when all that was due left or is queued for a temporary reason (mailq(1))."""
+        if self.fatal is not None:
+            return self.fatal.exit_code
+        if self.errors:
+            return self.errors[0].exit_code
+        if self.failed or self.expired:
+            return os.EX_UNAVAILABLE
+        if self.corrupt:
+            return os.EX_DATAERR
+        return os.EX_OK
+
+    def summary(self) -> str:
+        parts = [f"{len(self.sent)} sent"]
+        if self.deferred:
+            parts.append(f"{len(self.deferred)} deferred")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        if self.expired:
+            parts.append(f"{len(self.expired)} expired")
+        if self.corrupt:
+            parts.append(f"{len(self.corrupt)} corrupt")
+        if self.busy:
+            parts.append(f"{self.busy} busy in another flush")
+        parts.append(f"{self.left} left in the queue")
+        text = ", ".join(parts)
+        if self.connections:
+            text += f" ({self.connections} connection{'s' if self.connections > 1 else ''})"
+        if self.stopped is not None:
+            text += f"; stopped early: {self.stopped}"
+        return text
+
+
+Progress = Callable[[FlushReport], None]
+Password = Callable[[], str | None]
+
+
+def flush(
+    config: Config,
+    *,
+    password: Password | None = None,
+    force: bool = False,
+    transcript: TextIO | None = None,
+    progress: Progress | None = None,
+) -> FlushReport:
+    """Deliver the due entries of the configured queue; see the module docstring.
+
+    Raises CantCreateError (73) when the queue directory is unsafe; every other failure
+    is recorded in the report. `password` is called only when a session is opened, so
+    an `AuthPassCommand` does not run for an empty queue.
+    """
+    try:
+        queue = Queue.open(queue_dir(config.queue_dir), create=False)
+    except FileNotFoundError:
+        return FlushReport()  # nothing was ever queued here
+    if password is None:
+        password = _configured_password(config)
+    with queue:
+        run = _Flush(config, queue, password, force, transcript, progress)
+        report = run.run()
+        queue.write_status(
+            {
+                "finished_at": time.time(),
+                "sent": len(report.sent),
+                "deferred": len(report.deferred),
+                "failed": len(report.failed) + len(report.expired),
+                "left": report.left,
+                "connections": report.connections,
+                "stopped": str(report.stopped) if report.stopped else None,
+                "fatal": str(report.fatal) if report.fatal else None,
+            }
+        )
+    return report
+
+
+def _configured_password(config: Config) -> Password:
+    def resolve() -> str | None:
+        from relay import credentials
+
+        return credentials.resolve(config) if config.auth_user else None
+
+    return resolve
+
+
+class _Halt(Exception):
+    """Stop the flush: the reason is already in the report."""
+
+
+class _HubDown(_Halt):
+    """Stop sending to this mailhub: it cannot be reached for now (report.stopped)."""
+
+
+class _Flush:
+    def __init__(
+        self,
+        config: Config,
+        queue: Queue,
+        password: Password,
+        force: bool,
+        transcript: TextIO | None,
+        progress: Progress | None,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.password = password
+        self.force = force
+        self.transcript = transcript
+        self.progress = progress
+        self.report = FlushReport()
+        self._secret: tuple[str | None] | None = None
+
+    def run(self) -> FlushReport:
+        report = self.report
+        now = time.time()
+        self.queue.clean_tmp(now)
+        scan = self.queue.scan()
+        for bad in scan.corrupt:
+            if not bad.quarantined:
+                self._quarantine(bad.id, bad.reason)
+        groups: dict[str | None, list[Entry]] = {}
+        for entry in scan.entries:
+            if entry.age(now) >= self.config.queue_max_age:
+                self._expire(entry)
+            elif self.force or entry.due(now):
+                groups.setdefault(entry.mailhub, []).append(entry)
+            else:
+                report.waiting += 1
+        report.due = sum(len(entries) for entries in groups.values())
+        try:
+            for hub, entries in groups.items():
+                self._group(hub, entries)
+        except _Halt:
+            pass
+        report.left = self.queue.count()
+        return report
+
+    # -- one mailhub ----------------------------------------------------------------------
+
+    def _group(self, hub: str | None, entries: Sequence[Entry]) -> None:
+        hubs = (parse_hostport(hub),) if hub else self.config.mailhubs
+        link = _Link(self, hubs)
+        try:
+            for entry in entries:
+                self._one(entry, link)
+                self.report.handled += 1
+                if self.progress is not None:
+                    self.progress(self.report)
+        except _HubDown:
+            pass  # the other mailhubs' entries may still go
+        finally:
+            link.close()
+            self.report.connections += link.connections
+
+    def _lock(self, entry: Entry) -> Locked | None:
+        """The entry's lock; None (counted) when another flusher has it, or it is bad."""
+        try:
+            locked = self.queue.lock(entry.id)
+        except ValueError as err:
+            self._quarantine(entry.id, str(err))
+            return None
+        if locked is None:
+            self.report.busy += 1
+        return locked
+
+    def _one(self, entry: Entry, link: _Link) -> None:
+        locked = self._lock(entry)
+        if locked is None:
+            return
+        with locked:
+            current = locked.entry
+            if not self.force and not current.due(time.time()):
+                self.report.waiting += 1  # another flusher tried it a moment ago
+                return
+            from relay.message import parse
+
+            try:
+                message = parse(locked.read_message())
+            except (ValueError, RelayError) as err:
+                self._quarantine(entry.id, str(err))
+                return
+            try:
+                self._send(locked, message, link)
+            except RelayError as err:  # the queue or dead.letter could not be written
+                self.report.errors.append(err)
+                self.report.current_error = str(err)
+                raise _Halt() from None
+
+    def _send(self, locked: Locked, message: Message, link: _Link) -> None:
+        from relay.message import to_wire
+
+        entry = locked.entry
+        for retry in (False, True):
+            session = link.get()  # raises _HubDown when the mailhub is out of reach
+            assert session.client is not None
+            data = to_wire(message, eight_bit_ok=session.client.has_extn("8bitmime"))
+            try:
+                outcome = session.send(entry.sender, entry.recipients, data)
+            except RelayError as err:
+                self.report.current_error = str(err)
+                link.failed(err)
+                reply = err.reply or ""
+                answered = bool(reply) and not reply.startswith("421")
+                if answered or link.alive():
+                    self._refused(locked, err)  # the server's verdict on this message
+                    return
+                if err.step == "DATA":
+                    # The server may have taken it before the connection went: say so.
+                    note = f"{err} (the connection was lost after the data was sent)"
+                    self._defer(locked, note, blame=True)
+                    return
+                if retry:
+                    self._defer(locked, str(err), blame=False)
+                    return
+                continue  # closed before our DATA: not this message's fault; reconnect
+            link.delivered()
+            self._accepted(locked, outcome)
+            return
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def _accepted(self, locked: Locked, outcome: Outcome) -> None:
+        entry = locked.entry
+        later = [r for r, (code, _) in outcome.refused.items() if 400 <= code < 500]
+        never = {r: reply for r, (code, reply) in outcome.refused.items() if r not in later}
+        if never:
+            reason = "refused by the server: " + "; ".join(
+                f"<{r}>: {reply}" for r, reply in never.items()
+            )
+            saved = locked.to_dead_letter(reason, recipients=list(never))
+            self.report.failed.append(Failure(entry.id, reason, saved))
+            self.report.current_error = reason
+        if later:
+            replies = "; ".join(f"<{r}>: {outcome.refused[r][1]}" for r in later)
+            self._defer(
+                locked,
+                f"RCPT TO: refused for now: {replies}",
+                blame=True,
+                recipients=tuple(later),
+                delivered=entry.delivered + tuple(outcome.accepted),
+            )
+            return
+        locked.remove()
+        self.report.sent.append(entry.id)
+
+    def _refused(self, locked: Locked, err: RelayError) -> None:
+        """The server answered this message with an error and the session lives on."""
+        if is_temporary(err):
+            self._defer(locked, str(err), blame=True)
+            return
+        saved = locked.to_dead_letter(str(err))
+        locked.remove()
+        self.report.failed.append(Failure(locked.entry.id, str(err), saved))
+
+    def _defer(self, locked: Locked, error: str, *, blame: bool, **changes: Any) -> None:
+        locked.defer(error, self.config.queue_backoff, blame=blame, **changes)
+        self.report.deferred.append((locked.entry.id, error))
+        self.report.current_error = error
+
+    def _expire(self, entry: Entry) -> None:
+        locked = self._lock(entry)
+        if locked is None:
+            return
+        with locked:
+            current = locked.entry
+            reason = (
+                f"expired after {_duration(self.config.queue_max_age)} in the queue, "
+                f"{current.attempts} attempt{'s' if current.attempts != 1 else ''}; "
+                f"last error: {current.last_error or 'none (never tried)'}"
+            )
+            try:
+                saved = locked.to_dead_letter(reason)
+                locked.remove()
+            except RelayError as err:
+                self.report.errors.append(err)
+                return
+            self.report.expired.append(Failure(entry.id, reason, saved))
+
+    def _quarantine(self, name: str, reason: str) -> None:
+        try:
+            where = self.queue.quarantine(name)
+        except RelayError as err:
+            self.report.errors.append(err)
+            return
+        if where is not None:
+            self.report.corrupt.append(Corrupt(name, reason, quarantined=True))
+            self.report.current_error = f"{name}: {reason}"
+
+    def secret(self) -> str | None:
+        if self._secret is None:
+            self._secret = (self.password(),)
+        return self._secret[0]
+
+
+class _Link:
+    """The session to one mailhub, reopened when the server closes it.
+
+    Reconnecting is allowed once per stretch without progress: a server that closes
+    every session after N messages still gets all of them, one that fails every new
+    session gets two tries, and then the flush stops.
+    """
+
+    def __init__(self, flush: _Flush, hubs: Sequence[Mailhub]) -> None:
+        self.flush = flush
+        self.hubs = hubs
+        self.session: Session | None = None
+        self.connections = 0
+        self.used = False
+        self.reconnects = 0
+        self.last_error: RelayError | None = None
+
+    def alive(self) -> bool:
+        client = self.session.client if self.session is not None else None
+        # smtplib closes its socket on every transport failure (EOF, reset, timeout).
+        return client is not None and client.sock is not None
+
+    def get(self) -> Session:
+        if self.session is not None and self.used and self.alive():
+            self.session.reset()  # RSET between messages
+            if not self.alive():
+                self.last_error = TempFailError(
+                    f"{self.session.hub} closed the session between messages", step="RSET"
+                )
+        if self.session is not None and not self.alive():
+            self.session.close()
+            self.session = None
+            if self.reconnects >= 1:
+                self._give_up(self.last_error)
+            self.reconnects += 1
+        if self.session is None:
+            self._open()
+        assert self.session is not None
+        self.used = True
+        return self.session
+
+    def _open(self) -> None:
+        from relay.smtp import open_session
+
+        report = self.flush.report
+        try:
+            self.session = open_session(
+                self.flush.config,
+                hubs=self.hubs,
+                password=self.flush.secret(),
+                transcript=self.flush.transcript,
+            )
+        except RelayError as err:
+            report.current_error = str(err)
+            if is_temporary(err):
+                self._give_up(err)
+            report.fatal = err
+            raise _Halt() from None
+        self.connections += 1
+        self.used = False
+
+    def _give_up(self, err: RelayError | None) -> NoReturn:
+        self.flush.report.stopped = err or TempFailError("the mailhub keeps closing the session")
+        raise _HubDown()
+
+    def failed(self, err: RelayError) -> None:
+        self.last_error = err
+        if (err.reply or "").startswith("421") and self.session is not None:
+            self.session.close()  # RFC 5321 3.8: 421 means the server is closing
+
+    def delivered(self) -> None:
+        self.reconnects = 0
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def pending(config: Config) -> list[Entry]:
+    """The queued entries (for tests and callers that only look)."""
+    try:
+        queue = Queue.open(queue_dir(config.queue_dir), create=False)
+    except FileNotFoundError:
+        return []
+    with queue:
+        return queue.scan().entries

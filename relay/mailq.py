@@ -1,0 +1,439 @@
+"""`mailq`: list the queue, flush it, delete an entry; argv and output, nothing else.
+
+    mailq [-C file] [--json]                       list (also `sendmail -bp`)
+    mailq --flush [--force] [--quiet] [-v] [-C file]  deliver (also `sendmail -q`)
+    mailq --delete ID... [-C file]                  move entries to dead.letter
+
+The queue logic is `relay.queue` (storage, locks, back-off) and `relay.flush` (sending).
+Imports are lazy: listing an empty queue loads neither `email`, `ssl` nor `smtplib`,
+since a monitoring check may run it every minute.
+
+Exit status (documented in mailq(1)): listing and deleting 0 unless the configuration (78)
+or the queue directory (73) is unusable; a flush 0 when everything due was sent or stays
+queued for a temporary reason, else the status `FlushReport.exit_code` gives.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from relay import __version__
+from relay.errors import RelayError, UsageError
+
+if TYPE_CHECKING:
+    from relay.config import Config
+    from relay.flush import FlushReport
+    from relay.queue import Corrupt, Entry
+
+PROG = "mailq"
+
+USAGE = """\
+usage: mailq [-C file] [--json]
+       mailq --flush [--force] [--quiet] [-v] [-C file]
+       mailq --delete ID... [-C file]
+       mailq -V | --version | -h | --help"""
+
+HELP = (
+    USAGE
+    + """
+
+List the mail queue, deliver it, or take entries out of it.
+
+  -C, --config FILE  relay configuration (default: $RELAY_CONFIG, /etc/ssmtp/ssmtp.conf)
+  --json             list as JSON, for monitoring
+  --flush            deliver every due entry over one connection (= sendmail -q)
+  --force            with --flush: ignore the back-off, try every entry now
+  --quiet            with --flush: print errors only, no summary line (for cron)
+  -v, --verbose      with --flush: show the SMTP dialogue on standard error
+  --delete ID...     move entries (an ID or a unique prefix) to dead.letter
+  -V, --version      print the version
+
+See mailq(1)."""
+)
+
+
+@dataclass
+class Options:
+    mode: str = "list"  # list | flush | delete | version | help
+    config: str | None = None
+    json: bool = False
+    force: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    ids: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    """Parse mailq's argv (without argv[0]); raises UsageError."""
+    opts = Options()
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        name, equals, attached = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in ("-C", "--config"):
+            if equals:
+                opts.config = attached
+            elif index < len(args):
+                opts.config, index = args[index], index + 1
+            else:
+                raise UsageError(f"option {name} needs a file")
+        elif arg.startswith("-C") and not arg.startswith("--"):
+            opts.config = arg[2:]
+        elif equals:
+            raise UsageError(f"option {name} takes no value")
+        elif arg == "--json":
+            opts.json = True
+        elif arg in ("--flush", "-q"):
+            opts.mode = _mode(opts, "flush")
+        elif arg == "--force":
+            opts.force = True
+        elif arg == "--quiet":
+            opts.quiet = True
+        elif arg in ("-v", "--verbose"):
+            opts.verbose = True
+        elif arg == "--delete":
+            opts.mode = _mode(opts, "delete")
+        elif arg in ("-V", "--version"):
+            opts.mode = "version"
+        elif arg in ("-h", "--help"):
+            opts.mode = "help"
+        elif opts.mode == "delete" and not arg.startswith("-"):
+            opts.ids.append(arg)
+        else:
+            raise UsageError(f"unknown option or argument '{arg}'")
+    if opts.mode == "delete" and not opts.ids:
+        raise UsageError("--delete needs the ID of at least one entry (see mailq)")
+    if opts.mode in ("version", "help"):
+        return opts
+    if opts.force and opts.mode != "flush":
+        raise UsageError("--force goes with --flush")
+    if opts.json and opts.mode != "list":
+        raise UsageError("--json goes with the listing only")
+    return opts
+
+
+def _mode(opts: Options, wanted: str) -> str:
+    if opts.mode not in ("list", wanted):
+        raise UsageError(f"--{opts.mode} and --{wanted} do not go together")
+    return wanted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mailq` console script; returns a sysexits status."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        opts = parse_args(args)
+    except UsageError as err:
+        say(sys.stderr, str(err))
+        sys.stderr.write(USAGE + "\n")
+        return err.exit_code
+    if opts.mode == "version":
+        sys.stdout.write(f"mailx-relay mailq {__version__}\n")
+        return os.EX_OK
+    if opts.mode == "help":
+        sys.stdout.write(HELP + "\n")
+        return os.EX_OK
+    try:
+        from relay import config as config_module
+
+        config = config_module.load(opts.config)
+        for warning in config.warnings:
+            say(sys.stderr, warning)
+        if opts.mode == "flush":
+            return run_flush(config, force=opts.force, quiet=opts.quiet, verbose=opts.verbose)
+        if opts.mode == "delete":
+            return delete(config, opts.ids)
+        return show(config, as_json=opts.json)
+    except RelayError as err:
+        say(sys.stderr, str(err))
+        return err.exit_code
+    except Exception as err:  # a bug: one line, and the queue is as it was (locks die)
+        say(sys.stderr, f"internal error: {type(err).__name__}: {err}")
+        return os.EX_SOFTWARE
+    except KeyboardInterrupt:
+        say(sys.stderr, "interrupted")
+        return 130
+
+
+def say(stream: TextIO, text: str, prog: str = PROG) -> None:
+    stream.write(f"{prog}: {text}\n")
+    stream.flush()
+
+
+# -- listing ------------------------------------------------------------------------------
+
+
+def show(
+    config: Config,
+    *,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    now: float | None = None,
+) -> int:
+    """Print the queue (`mailq`, `sendmail -bp`); a queue never made is an empty one."""
+    from relay.queue import Queue, Scan, queue_dir
+
+    out = out or sys.stdout
+    when = time.time() if now is None else now
+    path = queue_dir(config.queue_dir)
+    status: dict[str, Any] | None = None
+    try:
+        with Queue.open(path, create=False) as queue:
+            scan = queue.scan()
+            status = queue.read_status()
+    except FileNotFoundError:
+        scan = Scan()
+    if as_json:
+        import json
+
+        out.write(json.dumps(_as_json(path, scan.entries, scan.corrupt, status, when), indent=2))
+        out.write("\n")
+    else:
+        out.write(_as_text(path, scan.entries, scan.corrupt, status, when))
+    return os.EX_OK
+
+
+def _as_json(
+    path: str,
+    entries: Sequence[Entry],
+    corrupt: Sequence[Corrupt],
+    status: Mapping[str, Any] | None,
+    now: float,
+) -> dict[str, Any]:
+    return {
+        "queue": path,
+        "entries": [
+            {
+                "id": entry.id,
+                "queued_at": iso(entry.queued_at),
+                "age": round(entry.age(now)),
+                "size": entry.size,
+                "sender": entry.sender,
+                "recipients": list(entry.recipients),
+                "delivered": list(entry.delivered),
+                "attempts": entry.attempts,
+                "last_error": entry.last_error,
+                "next_try": iso(entry.next_try),
+                "due": entry.due(now),
+                "message_id": entry.message_id,
+            }
+            for entry in entries
+        ],
+        "corrupt": [
+            {
+                "id": bad.id,
+                "reason": bad.reason,
+                "path": os.path.join(path, "corrupt" if bad.quarantined else "new", bad.id),
+                "quarantined": bad.quarantined,
+            }
+            for bad in corrupt
+        ],
+        "last_flush": _status_json(status),
+    }
+
+
+def _status_json(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not status:
+        return None
+    shown = dict(status)
+    if isinstance(shown.get("finished_at"), int | float):
+        shown["finished_at"] = iso(shown["finished_at"])
+    return shown
+
+
+def _as_text(
+    path: str,
+    entries: Sequence[Entry],
+    corrupt: Sequence[Corrupt],
+    status: Mapping[str, Any] | None,
+    now: float,
+) -> str:
+    lines: list[str] = []
+    if entries:
+        lines.append(
+            f"{'Queue ID':<34} {'Size':>7} {'Age':>5} {'Tries':>5}  {'Next try':<9} Sender"
+        )
+        for entry in entries:
+            wait = "now" if entry.due(now) else "in " + ago(entry.next_try - now)
+            lines.append(
+                f"{entry.id:<34} {entry.size:>7} {ago(entry.age(now)):>5} {entry.attempts:>5}  "
+                f"{wait:<9} {entry.sender or '<>'}"
+            )
+            if entry.last_error:
+                lines.append(f"  (last error: {entry.last_error})")
+            lines.extend(f"    {recipient}" for recipient in entry.recipients)
+        total = sum(entry.size for entry in entries)
+        count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+        lines.append(f"-- {count}, {total} bytes, in {path}")
+    else:
+        lines.append("Mail queue is empty")
+    for bad in corrupt:
+        where = "corrupt" if bad.quarantined else "new"
+        lines.append(f"corrupt entry {os.path.join(path, where, bad.id)}: {bad.reason}")
+    if status and entries and isinstance(status.get("finished_at"), int | float):
+        trouble = status.get("fatal") or status.get("stopped")
+        said = f": {trouble}" if trouble else f": {status.get('sent', 0)} sent"
+        lines.append(f"-- last flush {ago(now - status['finished_at'])} ago{said}")
+    return "\n".join(lines) + "\n"
+
+
+def iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def ago(seconds: float) -> str:
+    """A short duration: 45s, 12m, 3h, 2d."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# -- flushing -----------------------------------------------------------------------------
+
+
+def run_flush(
+    config: Config,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    verbose: bool = False,
+    password: str | None = None,
+    prog: str = PROG,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """`mailq --flush`, `sendmail -q`: deliver, report, and return the exit status.
+
+    On a terminal, progress on stderr (sent, left, rate, current error); otherwise a
+    summary line on stdout when anything was tried (none with `quiet`), and each
+    permanent failure, expiry, quarantine or local error on stderr.
+    """
+    from relay.flush import flush
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    tty = err.isatty()
+    show_progress = _Progress(err, prog) if tty and not verbose else None
+    secret: Callable[[], str | None] | None = None
+    if password is not None:  # -ap on the sendmail command line
+
+        def secret() -> str | None:
+            return password
+
+    report = flush(
+        config,
+        password=secret,
+        force=force,
+        transcript=err if verbose else None,
+        progress=show_progress,
+    )
+    if show_progress is not None:
+        show_progress.finish()
+    _report_problems(report, err, prog)
+    tried = bool(report.due or report.expired or report.corrupt or report.errors or report.fatal)
+    if (tried and not quiet) or (tty and not quiet):
+        say(out, report.summary(), prog)
+    return report.exit_code()
+
+
+def _report_problems(report: FlushReport, err: TextIO, prog: str) -> None:
+    for failure in report.failed:
+        say(err, f"{failure.id}: failed permanently: {failure.reason}; {_kept(failure)}", prog)
+    for failure in report.expired:
+        say(err, f"{failure.id}: {failure.reason}; {_kept(failure)}", prog)
+    for bad in report.corrupt:
+        say(err, f"{bad.id}: corrupt, moved to the queue's corrupt/: {bad.reason}", prog)
+    for problem in report.errors:
+        say(err, str(problem), prog)
+    if report.fatal is not None:
+        say(err, f"{report.fatal}; the entries stay queued", prog)
+
+
+def _kept(failure: Any) -> str:
+    return f"message saved to {failure.saved_to}" if failure.saved_to else "message not saved"
+
+
+class _Progress:
+    """One self-overwriting status line on a terminal: sent, left, rate, current error."""
+
+    def __init__(self, stream: TextIO, prog: str) -> None:
+        self.stream = stream
+        self.prog = prog
+        self.shown = False
+
+    def __call__(self, report: FlushReport) -> None:
+        elapsed = max(time.monotonic() - report.started, 1e-6)
+        left = max(report.due - report.handled, 0)
+        line = (
+            f"{self.prog}: {len(report.sent)} sent, {left} left, {len(report.sent) / elapsed:.1f}/s"
+        )
+        if report.current_error:
+            line += f"  [{report.current_error[:70]}]"
+        # \r and "erase to end of line": the next update overwrites this one.
+        self.stream.write("\r" + line + "\x1b[K")
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# -- deleting -----------------------------------------------------------------------------
+
+
+def delete(
+    config: Config, wanted: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """`mailq --delete ID...`: each entry to its dead.letter, then out of the queue."""
+    from relay.queue import Queue, queue_dir
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    status = os.EX_OK
+    try:
+        queue = Queue.open(queue_dir(config.queue_dir), create=False)
+    except FileNotFoundError:
+        for name in wanted:
+            say(err, f"no queue entry '{name}' (the queue is empty)")
+        return os.EX_NOINPUT
+    with queue:
+        for name in wanted:
+            try:
+                found = queue.find(name)
+                locked = queue.lock(found)
+            except KeyError as missing:
+                say(err, str(missing.args[0]))
+                status = status or os.EX_NOINPUT
+                continue
+            except ValueError as bad:
+                say(err, f"{name}: corrupt entry, not deleted: {bad}")
+                status = status or os.EX_DATAERR
+                continue
+            if locked is None:
+                if queue.has(found):
+                    say(err, f"{found}: being delivered right now; try again in a moment")
+                    status = status or os.EX_TEMPFAIL
+                else:
+                    say(err, f"{found}: left the queue meanwhile (delivered)")
+                continue
+            with locked:
+                try:
+                    saved = locked.to_dead_letter("deleted from the queue with mailq --delete")
+                    locked.remove()
+                except RelayError as failed:
+                    say(err, f"{found}: {failed}; the entry stays queued")
+                    status = status or failed.exit_code
+                    continue
+            say(out, f"{found}: moved to {saved}")
+    return status

@@ -1,0 +1,805 @@
+"""The durable queue: a spool of messages waiting for the mailhub, their locks and back-off.
+
+Layout (`QueueDir`, 0700, owned by the user running the relay, never a symlink):
+
+    tmp/<id>/        an entry being written, or one being removed (`<id>.done`)
+    new/<id>/        committed entries, in queue order (ids sort by time)
+        message      the prepared message (headers fixed up, Bcc removed), as stored
+        meta.json    the sidecar: envelope, queued at, attempts, next try, last error
+    corrupt/<id>     entries that could not be read, kept for a human to look at
+    flush.json       how the last flush ended (advisory, for `mailq`)
+
+Commit protocol of `enqueue` (qmail's "what if we are killed here?" answered per step):
+1. mkdir `tmp/<id>` (O_EXCL semantics: `<id>` is time + pid + random, and mkdir fails
+   rather than reuse a name);
+2. write `message`, fsync it; write `meta.json` (its recorded size is checked on every
+   read, Postfix's "a queue file must end with its END record"), fsync it;
+3. fsync `tmp/<id>` so both names survive a power cut;
+4. rename `tmp/<id>` to `new/<id>`: **the commit point**; one atomic directory rename, so a
+   crash before it leaves only junk in tmp/ (removed later), a crash after it a whole
+   entry; no reader ever looks in tmp/;
+5. fsync `new/`; only then does `enqueue` return and the caller may exit 0.
+
+Removal after delivery renames `new/<id>` to `tmp/<id>.done` (atomic), fsyncs `new/`, and
+then deletes the files: a crash can never leave half an entry in `new/`. The sidecar is
+updated by writing `meta.json.new`, fsync, rename over `meta.json`, fsync of the entry.
+
+Locking: `flock` on the entry's `message` file, taken without waiting, held for the whole
+delivery, re-checked after it is granted (the entry may have been removed meanwhile).
+flock belongs to the open file, so it also excludes threads of one process, and it
+vanishes with the process: no lock file survives a SIGKILL (DESIGN V16).
+
+Back-off (`QueueBackoff=FIRST,MAX`): after the n-th failed attempt the entry waits
+min(FIRST * 2**(n-1), MAX) seconds, but only when the failure was the message's own (a
+4xx to its MAIL, RCPT or DATA, or a session lost in its DATA); when the mailhub cannot
+be reached at all, the entry stays due, since the next run costs one connection attempt
+and the entry is not at fault.
+
+Deliberately light: importing this module loads neither `email`, `ssl` nor `smtplib`,
+so `mailq` on an empty queue stays fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from types import TracebackType
+from typing import Any, Self
+
+from relay.errors import CantCreateError, IOFailure, RelayError
+
+SYSTEM_QUEUE_DIR = "/var/spool/mailx-relay"
+FORMAT_VERSION = 1
+MESSAGE = "message"
+META = "meta.json"
+STATUS = "flush.json"
+#: An unfinished write in tmp/ untouched for this long belongs to a dead writer.
+TMP_MAX_AGE = 3600.0
+#: The steps of one message's own transaction (names used by relay.smtp).
+MESSAGE_STEPS = frozenset({"MAIL FROM", "RCPT TO", "DATA"})
+
+_ID = re.compile(r"^[0-9]{14}\.[0-9]{6}\.[0-9]+\.[0-9a-f]{6}$")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Errors that mean "the disk said no" rather than "we may not create here".
+_IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
+
+
+def default_dir(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
+    """/var/spool/mailx-relay for root, else $XDG_STATE_HOME/mailx-relay/queue."""
+    env = os.environ if environ is None else environ
+    if (os.geteuid() if euid is None else euid) == 0:
+        return SYSTEM_QUEUE_DIR
+    state = env.get("XDG_STATE_HOME") or ""
+    if not os.path.isabs(state):  # the XDG spec: a relative value is to be ignored
+        home = env.get("HOME") or os.path.expanduser("~")
+        state = os.path.join(home, ".local", "state")
+    return os.path.join(state, "mailx-relay", "queue")
+
+
+def queue_dir(configured: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """`QueueDir` (a leading ~ is the user's home, so one config serves every user)."""
+    return os.path.expanduser(configured) if configured else default_dir(environ)
+
+
+def backoff_delay(attempts: int, backoff: tuple[int, int]) -> float:
+    """Seconds to wait after the `attempts`-th failure: FIRST, doubling, capped at MAX."""
+    first, cap = backoff
+    return float(min(first * 2 ** max(attempts - 1, 0), cap))
+
+
+def blames_message(err: RelayError) -> bool:
+    """True when a temporary failure is this message's own, so back-off applies.
+
+    A 4xx reply to its MAIL, RCPT or DATA, or the session lost during its DATA (a server
+    that falls over on this message). Not: no connection, a refused greeting, EHLO,
+    STARTTLS or AUTH, or 421 (the server is closing, whatever we sent).
+    """
+    if err.step not in MESSAGE_STEPS:
+        return False
+    return not (err.reply or "").startswith("421")
+
+
+def one_line(text: str, limit: int = 900) -> str:
+    """Text fit for a header line or a listing: controls become spaces, bounded length."""
+    flat = "".join(c if c.isprintable() else " " for c in text)
+    flat = " ".join(flat.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One queued message as its sidecar describes it."""
+
+    id: str
+    sender: str
+    recipients: tuple[str, ...]
+    queued_at: float
+    next_try: float
+    size: int
+    attempts: int = 0
+    last_error: str | None = None
+    message_id: str | None = None
+    #: A per-user mailhub from revaliases ("host:port"); None: the config's mailhubs.
+    mailhub: str | None = None
+    #: The submitter's dead.letter, where the message goes if it never gets through.
+    dead_letter: str | None = None
+    #: Recipients the server already accepted (never sent to again).
+    delivered: tuple[str, ...] = ()
+
+    def due(self, now: float) -> bool:
+        return self.next_try <= now
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.queued_at)
+
+    def to_json(self) -> bytes:
+        data: dict[str, Any] = {"version": FORMAT_VERSION, **asdict(self)}
+        data["recipients"] = list(self.recipients)
+        data["delivered"] = list(self.delivered)
+        # ASCII with escapes: a header-derived value may hold surrogates (8-bit bytes).
+        return json.dumps(data, indent=1).encode("ascii") + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes, name: str) -> Entry:
+        """Parse and check a sidecar; raises ValueError saying what is wrong."""
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{META} is not valid JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{META} is not a JSON object")
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{META}: unknown format version {data.get('version')!r}")
+        if data.get("id") != name:
+            raise ValueError(f"{META} names entry {data.get('id')!r}, not {name!r}")
+        recipients = _addresses(data.get("recipients"), "recipients")
+        if not recipients:
+            raise ValueError(f"{META}: no recipients")
+        mailhub = _optional(data, "mailhub")
+        if mailhub is not None:
+            from relay.config import parse_hostport
+
+            parse_hostport(mailhub)  # ValueError names the bad value
+        return cls(
+            id=name,
+            sender=_text(data, "sender", allow_empty=True),
+            recipients=recipients,
+            queued_at=_number(data, "queued_at"),
+            next_try=_number(data, "next_try"),
+            size=_count(data, "size"),
+            attempts=_count(data, "attempts"),
+            last_error=_optional(data, "last_error"),
+            message_id=_optional(data, "message_id"),
+            mailhub=mailhub,
+            dead_letter=_optional(data, "dead_letter"),
+            delivered=_addresses(data.get("delivered", []), "delivered"),
+        )
+
+
+def _text(data: Mapping[str, Any], key: str, *, allow_empty: bool = False) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise ValueError(f"{META}: {key} missing or not a string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{META}: {key} holds a control character")
+    return value
+
+
+def _optional(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{META}: {key} is not a string")
+    return value
+
+
+def _number(data: Mapping[str, Any], key: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{META}: {key} missing or not a number")
+    return float(value)
+
+
+def _count(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{META}: {key} missing or not a count")
+    return value
+
+
+def _addresses(value: object, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"{META}: {key} is not a list")
+    # An address with CR, LF or another control would be an SMTP command injection.
+    return tuple(_text({key: item}, key) for item in value)
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """An entry that cannot be read: where it is and what is wrong with it."""
+
+    id: str
+    reason: str
+    quarantined: bool
+
+
+@dataclass
+class Scan:
+    """What is in the queue right now: entries in queue order, and the corrupt ones."""
+
+    entries: list[Entry] = field(default_factory=list)
+    corrupt: list[Corrupt] = field(default_factory=list)
+
+
+class Queue:
+    """An open queue directory; every operation works on directory file descriptors.
+
+    Working through descriptors opened with O_NOFOLLOW means a symlink swapped in after
+    the checks cannot redirect a write (DESIGN V13).
+    """
+
+    def __init__(self, path: str, root: int, tmp: int, new: int, corrupt: int) -> None:
+        self.path = path
+        self._root, self._tmp, self._new, self._corrupt = root, tmp, new, corrupt
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str, *, create: bool = True) -> Queue:
+        """Open (and with `create`, make) the queue; CantCreateError (73) if unusable.
+
+        Refused: a symlink, something not a directory, a directory owned by someone else
+        or writable by group or others (another user could plant or remove entries).
+        Without `create`, a missing queue raises FileNotFoundError.
+        """
+        if create:
+            _make_dirs(path)
+        try:
+            root = os.open(path, _DIR_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                raise
+            raise CantCreateError(
+                "queue directory vanished while being created", path=path
+            ) from None
+        except OSError as err:
+            raise _open_error(err, path) from None
+        fds = [root]
+        try:
+            _check_ours(root, path)
+            for name in ("tmp", "new", "corrupt"):
+                fds.append(_subdir(root, name, path, create))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return cls(path, *fds)
+
+    def close(self) -> None:
+        for fd in (self._root, self._tmp, self._new, self._corrupt):
+            if fd >= 0:
+                os.close(fd)
+        self._root = self._tmp = self._new = self._corrupt = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        message: bytes,
+        *,
+        sender: str,
+        recipients: Sequence[str],
+        message_id: str | None = None,
+        mailhub: str | None = None,
+        dead_letter: str | None = None,
+        attempts: int = 0,
+        last_error: str | None = None,
+        next_try: float | None = None,
+        now: float | None = None,
+    ) -> Entry:
+        """Store a message durably (protocol in the module docstring); returns its entry.
+
+        Raises CantCreateError (73) when the entry cannot be created, IOFailure (74) when
+        it cannot be written (disk full, I/O error); nothing is left in new/ then.
+        """
+        if not recipients:
+            raise ValueError("enqueue needs at least one recipient")
+        when = time.time() if now is None else now
+        name, entry_fd = self._make_entry_dir(when)
+        entry = Entry(
+            id=name,
+            sender=sender,
+            recipients=tuple(recipients),
+            queued_at=when,
+            next_try=when if next_try is None else next_try,
+            size=len(message),
+            attempts=attempts,
+            last_error=one_line(last_error) if last_error else None,
+            message_id=message_id,
+            mailhub=mailhub,
+            dead_letter=dead_letter,
+        )
+        committed = False
+        try:
+            try:
+                _write_file(entry_fd, MESSAGE, message)
+                _write_file(entry_fd, META, entry.to_json())
+                os.fsync(entry_fd)
+            finally:
+                os.close(entry_fd)
+            os.rename(name, name, src_dir_fd=self._tmp, dst_dir_fd=self._new)
+            committed = True
+            os.fsync(self._new)
+        except OSError as err:
+            if not committed:
+                self._discard(name)
+            where = os.path.join(self.path, "new" if committed else "tmp")
+            raise _write_error(err, where) from None
+        return entry
+
+    def _make_entry_dir(self, now: float) -> tuple[str, int]:
+        for _ in range(100):
+            name = new_id(now)
+            try:
+                os.mkdir(name, 0o700, dir_fd=self._tmp)
+            except FileExistsError:
+                continue  # same microsecond, same pid, same random: draw again
+            except OSError as err:
+                raise _write_error(err, os.path.join(self.path, "tmp")) from None
+            try:
+                return name, os.open(name, _DIR_FLAGS, dir_fd=self._tmp)
+            except OSError as err:
+                self._discard(name)
+                raise _write_error(err, os.path.join(self.path, "tmp")) from None
+        raise CantCreateError("cannot find a free entry name", path=self.path)
+
+    def _discard(self, name: str) -> None:
+        """Best effort removal of a tmp/ entry; what is left is cleaned by `clean_tmp`."""
+        _remove_tree(self._tmp, name)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def scan(self) -> Scan:
+        """Committed entries in queue order; unreadable ones listed as corrupt."""
+        found = Scan()
+        for name in sorted(os.listdir(self._new)):
+            try:
+                found.entries.append(self._load(self._new, name))
+            except FileNotFoundError:
+                continue  # delivered and removed while we looked
+            except ValueError as err:
+                found.corrupt.append(Corrupt(name, str(err), quarantined=False))
+        for name in sorted(os.listdir(self._corrupt)):
+            try:
+                self._load(self._corrupt, name)
+                reason = "quarantined, but now readable: move it back to new/ to retry it"
+            except FileNotFoundError:
+                continue
+            except ValueError as err:
+                reason = str(err)
+            found.corrupt.append(Corrupt(name, reason, quarantined=True))
+        return found
+
+    def _load(self, parent: int, name: str) -> Entry:
+        """Read an entry; ValueError says why it is corrupt, FileNotFoundError if it left."""
+        if not _ID.match(name):
+            raise ValueError("not a queue entry name")
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            raise ValueError(f"not an entry directory ({err.strerror})") from None
+        try:
+            return _read_entry(fd, name)
+        except FileNotFoundError:
+            if _exists(parent, name):
+                raise ValueError("message or meta.json missing") from None
+            raise
+        finally:
+            os.close(fd)
+
+    def has(self, name: str) -> bool:
+        """Whether `name` is (still) a committed entry."""
+        return _exists(self._new, name)
+
+    def count(self) -> int:
+        """Entries in new/ (a directory listing, no sidecar read)."""
+        return len(os.listdir(self._new))
+
+    def find(self, wanted: str) -> str:
+        """The id of the entry named `wanted` or by a unique prefix; KeyError otherwise."""
+        names = [n for n in os.listdir(self._new) if n.startswith(wanted)]
+        if wanted in names:
+            return wanted
+        if len(names) == 1:
+            return names[0]
+        raise KeyError(
+            f"{len(names)} queue entries start with '{wanted}'"
+            if names
+            else f"no queue entry '{wanted}'"
+        )
+
+    # -- locking --------------------------------------------------------------------------
+
+    def lock(self, name: str) -> Locked | None:
+        """Lock an entry for delivery; None when it is gone or another process holds it.
+
+        Raises ValueError (corrupt) when the entry is there but unreadable.
+        """
+        import fcntl
+
+        try:
+            entry_fd = os.open(name, _DIR_FLAGS, dir_fd=self._new)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise ValueError(f"not an entry directory ({err.strerror})") from None
+        message_fd = -1
+        try:
+            try:
+                message_fd = os.open(
+                    MESSAGE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry_fd
+                )
+            except FileNotFoundError:
+                if _exists(self._new, name):
+                    raise ValueError("message file missing") from None
+                raise
+            try:
+                fcntl.flock(message_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _Busy() from None
+            # Granted: but the holder before us may have removed the entry meanwhile.
+            try:
+                here = os.stat(name, dir_fd=self._new, follow_symlinks=False)
+            except FileNotFoundError:
+                raise _Busy() from None
+            mine = os.fstat(entry_fd)
+            if (here.st_ino, here.st_dev) != (mine.st_ino, mine.st_dev):
+                raise _Busy()
+            try:
+                entry = _read_entry(entry_fd, name)
+            except FileNotFoundError:
+                raise ValueError(f"{META} missing") from None  # ours, locked, in new/
+        except (_Busy, FileNotFoundError):
+            _close(message_fd, entry_fd)
+            return None
+        except BaseException:
+            _close(message_fd, entry_fd)
+            raise
+        return Locked(self, entry, entry_fd, message_fd)
+
+    # -- quarantine, cleaning, status -----------------------------------------------------
+
+    def quarantine(self, name: str) -> str | None:
+        """Move a corrupt entry from new/ to corrupt/; returns where, None if it left."""
+        try:
+            os.rename(name, name, src_dir_fd=self._new, dst_dir_fd=self._corrupt)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise _write_error(err, os.path.join(self.path, "corrupt")) from None
+        os.fsync(self._corrupt)
+        os.fsync(self._new)
+        return os.path.join(self.path, "corrupt", name)
+
+    def clean_tmp(self, now: float | None = None, max_age: float = TMP_MAX_AGE) -> list[str]:
+        """Remove what crashes left in tmp/: removed entries, and abandoned writes.
+
+        `<id>.done` is always junk (its removal was committed). A bare `<id>` is a write
+        in progress unless it is old.
+        """
+        when = time.time() if now is None else now
+        removed = []
+        for name in os.listdir(self._tmp):
+            if not name.endswith(".done"):
+                # A write in progress touches its directory every few milliseconds; one
+                # untouched for an hour belongs to a writer that died (or hangs, and
+                # will then fail its rename and keep the message in dead.letter).
+                try:
+                    info = os.stat(name, dir_fd=self._tmp, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if when - info.st_mtime < max_age:
+                    continue
+            if _remove_tree(self._tmp, name):
+                removed.append(name)
+        return removed
+
+    def write_status(self, status: Mapping[str, Any]) -> None:
+        """Record how a flush ended, for `mailq`; advisory, so no fsync."""
+        data = json.dumps(dict(status)).encode("ascii")
+        temporary = f"{STATUS}.{os.getpid()}"
+        try:
+            _write_file(self._root, temporary, data, sync=False, exclusive=False)
+            os.replace(temporary, STATUS, src_dir_fd=self._root, dst_dir_fd=self._root)
+        except OSError:
+            pass  # losing the status line loses no mail
+
+    def read_status(self) -> dict[str, Any] | None:
+        try:
+            fd = os.open(STATUS, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._root)
+        except OSError:
+            return None
+        try:
+            data = json.loads(_read_all(fd))
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        return data if isinstance(data, dict) else None
+
+
+class _Busy(Exception):
+    """Another process holds the entry, or removed it while we waited."""
+
+
+class Locked:
+    """An entry this process holds the lock of; release with `close` (or `with`)."""
+
+    def __init__(self, queue: Queue, entry: Entry, entry_fd: int, message_fd: int) -> None:
+        self.queue = queue
+        self.entry = entry
+        self._entry_fd = entry_fd
+        self._message_fd = message_fd
+
+    def read_message(self) -> bytes:
+        """The stored message; ValueError if it is not the size the sidecar recorded."""
+        data = _read_all(self._message_fd, offset=0)
+        if len(data) != self.entry.size:
+            raise ValueError(
+                f"message is {len(data)} bytes, {META} says {self.entry.size}: truncated"
+            )
+        return data
+
+    def update(self, **changes: Any) -> Entry:
+        """Rewrite the sidecar atomically (write, fsync, rename, fsync the entry)."""
+        entry = replace(self.entry, **changes)
+        temporary = META + ".new"
+        try:
+            _write_file(self._entry_fd, temporary, entry.to_json(), exclusive=False)
+            os.replace(temporary, META, src_dir_fd=self._entry_fd, dst_dir_fd=self._entry_fd)
+            os.fsync(self._entry_fd)
+        except OSError as err:
+            raise _write_error(err, os.path.join(self.queue.path, "new", entry.id)) from None
+        self.entry = entry
+        return entry
+
+    def defer(
+        self,
+        error: str,
+        backoff: tuple[int, int],
+        *,
+        blame: bool,
+        now: float | None = None,
+        **changes: Any,
+    ) -> Entry:
+        """Record a failed attempt: attempts + 1, the error, and when to try next."""
+        when = time.time() if now is None else now
+        attempts = self.entry.attempts + 1
+        wait = backoff_delay(attempts, backoff) if blame else 0.0
+        return self.update(
+            attempts=attempts, last_error=one_line(error), next_try=when + wait, **changes
+        )
+
+    def remove(self) -> None:
+        """Take the entry out of the queue (after delivery, or once it is in dead.letter)."""
+        queue, name = self.queue, self.entry.id
+        try:
+            os.rename(name, name + ".done", src_dir_fd=queue._new, dst_dir_fd=queue._tmp)
+            os.fsync(queue._new)
+        except OSError as err:
+            raise _write_error(err, os.path.join(queue.path, "new")) from None
+        _remove_tree(queue._tmp, name + ".done")
+
+    def to_dead_letter(self, reason: str, recipients: Sequence[str] | None = None) -> str:
+        """Append the message to its submitter's dead.letter, saying why; returns the path.
+
+        The reason goes first as an `X-Mailx-Relay-Failed:` header so a reader of the
+        mbox sees what happened to this copy. Raises 73/74 if dead.letter cannot be
+        written; the entry is then left as it is.
+        """
+        from relay import deadletter
+
+        whom = ", ".join(recipients if recipients is not None else self.entry.recipients)
+        note = one_line(f"not delivered to {whom}: {reason}")
+        header = f"X-Mailx-Relay-Failed: {note}\r\n".encode("utf-8", "surrogateescape")
+        try:
+            data = self.read_message()
+        except ValueError:
+            data = _read_all(self._message_fd, offset=0)  # keep whatever there is
+        return deadletter.save(header + data, self.entry.sender, self.entry.dead_letter)
+
+    def close(self) -> None:
+        _close(self._message_fd, self._entry_fd)
+        self._message_fd = self._entry_fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def new_id(now: float) -> str:
+    """Time (UTC, to the microsecond) + pid + 24 random bits: sortable and unique.
+
+    Two submissions in one microsecond differ in pid; one process differs in the random
+    part; and mkdir refuses a name that exists, so a collision is retried, never shared.
+    """
+    seconds = int(now)
+    micros = min(int((now - seconds) * 1e6), 999_999)
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(seconds))
+    return f"{stamp}.{micros:06d}.{os.getpid()}.{os.urandom(3).hex()}"
+
+
+# -- file helpers -----------------------------------------------------------------------
+
+
+def _make_dirs(path: str) -> None:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass  # a file or a symlink: os.open below says which and refuses
+    except OSError as err:
+        raise _open_error(err, path) from None
+
+
+def _check_ours(fd: int, path: str) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid():
+        raise CantCreateError(
+            f"queue directory belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); "
+            "refusing to use it",
+            path=path,
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CantCreateError(
+            f"queue directory is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"fix with: chmod 700 {path}",
+            path=path,
+        )
+
+
+def _subdir(root: int, name: str, path: str, create: bool) -> int:
+    where = os.path.join(path, name)
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=root)
+            os.fsync(root)
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise _open_error(err, where) from None
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=root)
+    except FileNotFoundError:
+        if not create:
+            raise
+        raise CantCreateError("vanished while being created", path=where) from None
+    except OSError as err:
+        raise _open_error(err, where) from None
+    try:
+        _check_ours(fd, where)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_error(err: OSError, path: str) -> RelayError:
+    why = err.strerror or str(err)
+    # O_NOFOLLOW|O_DIRECTORY on a symlink fails with ELOOP or ENOTDIR, depending on order.
+    if err.errno == errno.ELOOP or (err.errno == errno.ENOTDIR and os.path.islink(path)):
+        why = "it is a symlink; refusing to follow it"
+    elif err.errno == errno.ENOTDIR:
+        why = "not a directory (or a path component is not one)"
+    return CantCreateError(f"cannot use the queue directory: {why}", path=path)
+
+
+def _write_error(err: OSError, path: str) -> RelayError:
+    if err.errno in _IO_ERRNOS:
+        return IOFailure(f"cannot write the queue: {err.strerror or err}", path=path)
+    return CantCreateError(f"cannot write the queue: {err.strerror or err}", path=path)
+
+
+def _write_file(
+    dir_fd: int, name: str, data: bytes, *, sync: bool = True, exclusive: bool = True
+) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)  # errors reported by close (NFS) are write errors too: not swallowed
+
+
+def _read_all(fd: int, offset: int | None = None) -> bytes:
+    if offset is not None:
+        os.lseek(fd, offset, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_entry(entry_fd: int, name: str) -> Entry:
+    meta_fd = os.open(META, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry_fd)
+    try:
+        raw = _read_all(meta_fd)
+    finally:
+        os.close(meta_fd)
+    entry = Entry.from_json(raw, name)
+    info = os.stat(MESSAGE, dir_fd=entry_fd, follow_symlinks=False)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("message is not a regular file")
+    if info.st_size != entry.size:
+        raise ValueError(f"message is {info.st_size} bytes, {META} says {entry.size}: truncated")
+    return entry
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_tree(dir_fd: int, name: str) -> bool:
+    """Remove one of our entry directories (regular files only), or a stray file.
+
+    Anything else (a subdirectory someone made) makes it give up: the leftover is
+    harmless in tmp/, and guessing about it is not the queue's business.
+    """
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(info.st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+            return True
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            for child in os.listdir(fd):
+                os.unlink(child, dir_fd=fd)
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError:  # gone already (a concurrent cleaner got there first), or odd
+        return False
+    return True
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
