@@ -463,9 +463,8 @@ class Session:
             verbose=sys.stderr if self.request.verbose or self.var("verbose") is not None else None,
             dead_letter=self.dead_letter_path(),
         )
-        queued = getattr(result, "queued_id", None)
-        if queued:
-            say(f"queued as {queued}: {getattr(result, 'reply', '')}")
+        if result.queued_id and (config.queue != "always" or self.request.verbose):
+            say(f"queued as {result.queued_id}: {result.queued_reason}")
         return os.EX_OK
 
     def deliver_external(self, mta: str, message: EmailMessage, envelope: list[str]) -> int:

@@ -4,8 +4,9 @@
     config = relay.load_config()            # ssmtp.conf + revaliases (DESIGN section 4)
     result = relay.submit(message, config=config, recipients=["archuser"])
 
-`submit` delivers now or keeps the message (dead.letter) and raises a `RelayError` whose
-`exit_code` is the sysexits status and whose `saved_to` names where the message went.
+`submit` delivers the message now, or queues it durably (`Queue=`; `Result.queued_id`),
+or keeps it in dead.letter and raises a `RelayError` whose `exit_code` is the sysexits
+status and whose `saved_to` names where the message went.
 Names are imported lazily: importing `relay` costs nothing of `email`, `ssl` or `smtplib`.
 """
 

@@ -43,7 +43,7 @@ _WITH_VALUE = set("frFCNRhLOXBA")
 
 @dataclass
 class Options:
-    mode: str = "send"  # send | verify | version | pretend | list | flush
+    mode: str = "send"  # send | verify | version | pretend | serverinfo | list | flush
     read_recipients: bool = False
     envelope_from: str | None = None
     full_name: str | None = None
@@ -101,6 +101,8 @@ def parse_args(argv: list[str]) -> Options:
 def _long_option(opts: Options, arg: str) -> None:
     if arg in ("--pretend",):
         opts.mode = "pretend"
+    elif arg == "--serverinfo":
+        opts.mode = "serverinfo"
     elif arg == "--version":
         opts.mode = "version"
     elif arg == "--read-recipients":
@@ -231,6 +233,11 @@ def _run(opts: Options) -> int:
         from relay.pretend import describe
 
         sys.stdout.write(describe(config))
+        return os.EX_OK
+    if opts.mode == "serverinfo":
+        from relay import serverinfo
+
+        sys.stdout.write(serverinfo.describe(config))
         return os.EX_OK
     if opts.mode == "verify":
         return _verify(opts, config)

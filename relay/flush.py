@@ -277,9 +277,11 @@ class _Flush:
             session = link.get()  # raises _HubDown when the mailhub is out of reach
             assert session.client is not None
             data = to_wire(message, eight_bit_ok=session.client.has_extn("8bitmime"))
+            started = time.monotonic()
             try:
                 outcome = session.send(entry.sender, entry.recipients, data)
             except RelayError as err:
+                self._log(entry, session, started, error=err)
                 self.report.current_error = str(err)
                 link.failed(err)
                 reply = err.reply or ""
@@ -297,8 +299,32 @@ class _Flush:
                     return
                 continue  # closed before our DATA: not this message's fault; reconnect
             link.delivered()
+            self._log(entry, session, started, outcome=outcome)
             self._accepted(locked, outcome)
             return
+
+    def _log(
+        self,
+        entry: Entry,
+        session: Session,
+        started: float,
+        *,
+        outcome: Outcome | None = None,
+        error: RelayError | None = None,
+    ) -> None:
+        from relay.log import attempt_for
+
+        attempt_for(
+            self.config,
+            session=session,
+            queue_id=entry.id,
+            message_id=entry.message_id,
+            sender=entry.sender,
+            recipients=entry.recipients,
+            started=started,
+            outcome=outcome,
+            error=error,
+        )
 
     # -- outcomes -------------------------------------------------------------------------
 

@@ -13,8 +13,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from relay.config import Config
+
+if TYPE_CHECKING:
+    from relay.errors import RelayError
+    from relay.smtp import Outcome, Session
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,49 @@ class Attempt:
     reply: str
     exit_code: int
     duration: float
+
+
+def attempt_for(
+    config: Config,
+    *,
+    session: Session | None,
+    queue_id: str | None,
+    message_id: str | None,
+    sender: str,
+    recipients: Sequence[str],
+    started: float,
+    outcome: Outcome | None = None,
+    error: RelayError | None = None,
+) -> None:
+    """Log one attempt from what the SMTP layer returned or raised; a no-op without a log."""
+    if not config.log_file and not config.syslog:
+        return
+    if error is not None:
+        from relay.errors import is_temporary
+
+        result = "deferred" if is_temporary(error) else "failed"
+        reply, code = error.reply or str(error), error.exit_code
+    else:
+        assert outcome is not None
+        result = "partial" if outcome.refused else "delivered"
+        reply, code = outcome.reply, 0
+    hub = str(session.hub) if session is not None else ",".join(map(str, config.mailhubs))
+    record(
+        config,
+        Attempt(
+            queue_id=queue_id,
+            message_id=message_id,
+            sender=sender,
+            recipients=recipients,
+            mailhub=hub,
+            tls=session.tls if session is not None else False,
+            auth=session.auth_method if session is not None else None,
+            result=result,
+            reply=reply,
+            exit_code=code,
+            duration=time.monotonic() - started,
+        ),
+    )
 
 
 def _quote(value: str) -> str:

@@ -95,7 +95,8 @@ def parse(raw: bytes) -> Message:
     """Split raw input into header fields and body; an mbox `From ` first line is dropped."""
     message = Message()
     position = 0
-    if raw.startswith(b"From "):
+    # An mbox envelope line (`From user date`), not an obsolete `From : x` header field.
+    if raw.startswith(b"From ") and not _FIELD.match(raw.split(b"\n", 1)[0]):
         end = raw.find(b"\n")
         position = len(raw) if end < 0 else end + 1
     while position < len(raw):
@@ -219,9 +220,7 @@ def _reencode(message: Message, *, eight_bit_ok: bool) -> bytes:
         part.set_payload(payload)
         # binascii's quoted-printable leaves a bare CR raw (the generator would then turn
         # it into a line break), so text holding CR or NUL goes base64 like binary data.
-        if part.get_content_maintype() == "text" and b"\0" not in payload and not _bare_cr(
-            payload
-        ):
+        if part.get_content_maintype() == "text" and b"\0" not in payload and not _bare_cr(payload):
             if "Content-Type" not in part and not payload.isascii():
                 charset = "utf-8" if _is_utf8(payload) else "unknown-8bit"
                 part["Content-Type"] = f"text/plain; charset={charset}"

@@ -19,6 +19,7 @@ delivered or durably queued (`relay.queue` commits before it returns).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TextIO
@@ -151,11 +152,30 @@ def _send_now(
     hubs: Sequence[Mailhub] = (
         (prepared.sender.mailhub,) if prepared.sender.mailhub else config.mailhubs
     )
-    with open_session(config, hubs=hubs, password=password, transcript=verbose) as session:
-        assert session.client is not None
-        data = to_wire(prepared.message, eight_bit_ok=session.client.has_extn("8bitmime"))
-        outcome = session.send(prepared.sender.envelope, prepared.recipients, data)
-        hub = str(session.hub)
+    from functools import partial
+
+    from relay.log import attempt_for
+
+    session = None
+    log = partial(
+        attempt_for,
+        config,
+        queue_id=None,
+        message_id=prepared.message_id,
+        sender=prepared.sender.envelope,
+        recipients=prepared.recipients,
+        started=time.monotonic(),
+    )
+    try:
+        with open_session(config, hubs=hubs, password=password, transcript=verbose) as session:
+            assert session.client is not None
+            data = to_wire(prepared.message, eight_bit_ok=session.client.has_extn("8bitmime"))
+            outcome = session.send(prepared.sender.envelope, prepared.recipients, data)
+            hub = str(session.hub)
+    except RelayError as err:
+        log(session=session, error=err)
+        raise
+    log(session=session, outcome=outcome)
     result = Result(
         sender=prepared.sender.envelope,
         recipients=tuple(outcome.accepted),

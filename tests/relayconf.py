@@ -13,13 +13,15 @@ def write_config(directory: Path, hub: MailHub | None = None, *lines: str, **key
     """An ssmtp.conf (mode 0600) for `hub`; keys become `Key=value`, lines are added as is.
 
     Defaults fit a test: rewriteDomain=example.org, hostname=box.example.net,
-    root=admin@example.com, Timeout=5, and the trustme CA when the hub speaks TLS.
+    root=admin@example.com, Timeout=5, and a QueueDir inside `directory` (as root the
+    default queue is the real /var/spool/mailx-relay, which no test may touch).
     """
     values: dict[str, object] = {
         "root": "admin@example.com",
         "rewriteDomain": "example.org",
         "hostname": "box.example.net",
         "Timeout": 5,
+        "QueueDir": directory / "queue",
     }
     if hub is not None:
         values["mailhub"] = f"{hub.host}:{hub.port}"

@@ -94,6 +94,11 @@ def test_mbox_from_line_is_dropped() -> None:
     assert message.body == b"From the start\n"
 
 
+def test_obsolete_from_header_is_not_an_mbox_line() -> None:
+    message = parse(b"From : me@x.org\nTo: a@x.org\n\nbody\n")
+    assert message.from_address() == "me@x.org"
+
+
 def test_no_header_block_gets_a_separator() -> None:
     assert to_wire(parse(b"hello\nworld")) == b"\r\nhello\r\nworld\r\n"
     assert to_wire(parse(b"Subject: x\nhello\n")) == b"Subject: x\r\n\r\nhello\r\n"
