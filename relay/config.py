@@ -316,6 +316,11 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
         if config.strict_permissions:
             raise NoPermError(text_warning.split(": ", 1)[1], path=path)
         warnings.append("warning: " + text_warning)
+    if not config.tls_verify and config.secure:
+        warnings.append(
+            f"warning: {config.sources.get('tls_verify', path)}: TLSVerify=no accepts any "
+            "certificate: anyone on the path can read the password and the mail"
+        )
     rev_path = config.revaliases_path or os.path.join(os.path.dirname(path), "revaliases")
     revaliases: dict[str, RevAlias] = {}
     if os.path.exists(rev_path):

@@ -124,6 +124,8 @@ class Received:
     tls: bool
     auth_user: str | None
     helo: str | None = None
+    #: The client certificate's subject commonName, when one was presented.
+    client_cert: str | None = None
 
     def message(self) -> EmailMessage:
         """The data parsed with the modern policy, for header and body assertions."""
@@ -252,7 +254,6 @@ class _HubSMTP(SMTP):
         ok = password is not None and hmac.compare_digest(expected, digest.lower())
         return self.hub._auth_result("CRAM-MD5", user, ok)
 
-
     async def _oauth(self, mechanism: str, args: list[str]) -> AuthResult:
         """XOAUTH2 / OAUTHBEARER: check `auth=Bearer TOKEN` against the user's token.
 
@@ -270,7 +271,8 @@ class _HubSMTP(SMTP):
                 return AuthResult(success=False, handled=True)
         assert isinstance(response, bytes)
         fields = dict(
-            item.split("=", 1) for item in response.decode("utf-8", "replace").split("\x01")
+            item.split("=", 1)
+            for item in response.decode("utf-8", "replace").split("\x01")
             if "=" in item
         )
         if mechanism == "OAUTHBEARER":
@@ -290,6 +292,20 @@ class _HubSMTP(SMTP):
 
     async def auth_OAUTHBEARER(self, _: SMTP, args: list[str]) -> AuthResult:
         return await self._oauth("OAUTHBEARER", args)
+
+
+def _client_name(ssl_object: Any) -> str | None:
+    """commonName of the certificate the client presented, if any."""
+    if ssl_object is None:
+        return None
+    peer = ssl_object.getpeercert()
+    if not peer:
+        return None
+    for rdn in peer.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return "(no commonName)"
 
 
 class _Handler:
@@ -389,6 +405,7 @@ class _Handler:
                 tls=server.transport.get_extra_info("ssl_object") is not None,
                 auth_user=session.auth_data if session.authenticated else None,
                 helo=session.host_name,
+                client_cert=_client_name(server.transport.get_extra_info("ssl_object")),
             )
         )
         return "250 OK"
@@ -437,6 +454,7 @@ class MailHub:
         smtputf8: bool = True,
         eightbitmime: bool = True,
         size_limit: int | None = DATA_SIZE_DEFAULT,
+        client_ca: trustme.CA | None = None,
     ) -> None:
         mechanisms = tuple(m.upper() for m in mechanisms)
         faults = dict(faults or {})
@@ -462,6 +480,9 @@ class MailHub:
         if cert is not None and tls != "none":
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             cert.configure_cert(context)
+            if client_ca is not None:  # demand a client certificate from this CA
+                context.verify_mode = ssl.CERT_REQUIRED
+                client_ca.configure_trust(context)
         self._implicit_context = context if tls == "implicit" else None
         self._smtp_kwargs: dict[str, Any] = {
             "server_hostname": SERVER_NAME,

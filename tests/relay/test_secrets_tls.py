@@ -80,6 +80,57 @@ class TestFingerprint:
         assert caught.value.exit_code == os.EX_CONFIG
 
 
+class TestClientCertAndVerify:
+    def test_client_certificate_is_presented(
+        self,
+        tmp_path: Path,
+        mailhub: MailHubFactory,
+        server_cert: trustme.LeafCert,
+        ca: trustme.CA,
+        ca_file: Path,
+    ) -> None:
+        client = ca.issue_cert("client.example.org", common_name="client.example.org")
+        cert_file, key_file = tmp_path / "client.pem", tmp_path / "client.key"
+        client.cert_chain_pems[0].write_to_path(cert_file)
+        client.private_key_pem.write_to_path(key_file)
+        hub = mailhub(tls="starttls", cert=server_cert, client_ca=ca)
+        config = load(
+            write_config(
+                tmp_path,
+                hub,
+                TLS_CA_File=ca_file,
+                UseTLSCert="yes",
+                TLSCert=cert_file,
+                TLSKey=key_file,
+            )
+        )
+        send(config, tmp_path)
+        assert hub.wait_for(1)[0].client_cert == "client.example.org"
+
+    def test_without_a_client_certificate_the_server_refuses(
+        self,
+        tmp_path: Path,
+        mailhub: MailHubFactory,
+        server_cert: trustme.LeafCert,
+        ca: trustme.CA,
+        ca_file: Path,
+    ) -> None:
+        hub = mailhub(tls="starttls", cert=server_cert, client_ca=ca)
+        config = load(write_config(tmp_path, hub, TLS_CA_File=ca_file, Queue="no"))
+        with pytest.raises(RelayError):
+            send(config, tmp_path)
+        assert hub.messages == []
+
+    def test_tls_verify_no_accepts_but_warns(
+        self, tmp_path: Path, mailhub: MailHubFactory, self_signed_cert: trustme.LeafCert
+    ) -> None:
+        hub = mailhub(tls="implicit", cert=self_signed_cert)
+        config = load(write_config(tmp_path, hub, TLSVerify="no"))
+        assert any("TLSVerify=no accepts any certificate" in w for w in config.warnings)
+        send(config, tmp_path)
+        assert hub.wait_for(1)[0].tls
+
+
 def token_command(tmp_path: Path, text: str) -> str:
     script = tmp_path / "token.py"
     script.write_text(f"print({text!r})\n")
