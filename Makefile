@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench clean
+.PHONY: test demo lint typecheck pytest bench clean install uninstall
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check relay mailx tests bench demo
+	$(BIN)/ruff check relay mailx tests demo $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict relay mailx
@@ -30,3 +30,20 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# System-wide install into its own venv (README "Install"; tools/install.sh says what it
+# changes). `make install LINK_BIN=/usr/local/bin` also links mail, mailx, mailq and
+# mail-alias there; `SBIN=` leaves /usr/sbin/sendmail alone. Uninstall with the same PREFIX.
+PREFIX ?= /opt/mailx-relay
+DESTDIR ?=
+SBIN ?= /usr/sbin
+LINK_BIN ?=
+INSTALL_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
+INSTALL_VARS = PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' SBIN='$(SBIN)' LINK_BIN='$(LINK_BIN)' \
+	INSTALL_PYTHON='$(INSTALL_PYTHON)'
+
+install:
+	@$(INSTALL_VARS) sh tools/install.sh
+
+uninstall:
+	@$(INSTALL_VARS) sh tools/uninstall.sh
