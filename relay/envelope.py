@@ -149,15 +149,29 @@ class Sender:
     explanation: str
 
 
+def sender_domain(config: Config) -> str:
+    """The domain of sender addresses: rewriteDomain, else hostname, else the host name."""
+    return config.rewrite_domain or config.hostname or socket.gethostname()
+
+
+def qualify_sender(address: str, config: Config) -> str:
+    """A bare sender name (`-f root`, cron's `From: <root>`) gets the sender domain, as
+    ssmtp's append_domain does: RFC 5321 4.1.2 wants a domain in MAIL FROM. Applies to
+    the sender only; recipients are never qualified (DESIGN 5)."""
+    return address if "@" in address else f"{address}@{sender_domain(config)}"
+
+
 def default_sender_address(config: Config, identity: Identity) -> tuple[str, str]:
     """(address, why): revaliases entry, else login@rewriteDomain, else login@hostname."""
     entry = config.revaliases.get(identity.login)
     if entry is not None:
         return entry.address, f"revaliases {config.revaliases_path}:{entry.line}"
-    if config.rewrite_domain:
-        return f"{identity.login}@{config.rewrite_domain}", "rewriteDomain"
-    host = config.hostname or socket.gethostname()
-    return f"{identity.login}@{host}", "hostname" if config.hostname else "host name"
+    why = (
+        "rewriteDomain"
+        if config.rewrite_domain
+        else ("hostname" if config.hostname else "host name")
+    )
+    return f"{identity.login}@{sender_domain(config)}", why
 
 
 def format_from(display: str | None, address: str) -> str:
@@ -180,6 +194,9 @@ def resolve_sender(
     """Apply DESIGN section 5's sender rules. `header_from` is the message's From address."""
     if envelope_from is not None:
         validate_address(envelope_from, "sender (-f)")
+        envelope_from = qualify_sender(envelope_from, config)
+    if header_from is not None:
+        header_from = qualify_sender(header_from, config)
     if full_name is not None and any(ord(c) < 32 for c in full_name):
         raise DataError("full name (-F) contains a control character")
     display = full_name if full_name is not None else identity.full_name
@@ -297,8 +314,17 @@ class Resolver:
             if uid is not None and uid < FIRST_USER_UID
             else ("a local user" if uid is not None else "not a local user")
         )
-        fix = f"add one with: mail-alias add {local} ADDRESS" + (
-            " (or set root= for system accounts)" if not self.config.root else ""
+        # mail(1) reads the mail.rc alias book, sendmail only the relay's Aliases file:
+        # name both, so the hint works whichever command the user typed.
+        where = (
+            f"the Aliases file {self.config.aliases}"
+            if self.config.aliases
+            else f"an Aliases= file named in {self.config.path}"
+        )
+        fix = (
+            f"add one with: mail-alias add {local} ADDRESS (for mail), or a line "
+            f"'{local}: ADDRESS' in {where} (for sendmail)"
+            + ("; or set root= for system accounts" if not self.config.root else "")
         )
         raise NoUserError(
             f"recipient '{chain}' is a local name ({what}) with no alias, refused "

@@ -115,12 +115,6 @@ def test_cronie_with_mailfrom_and_from_line_override(relay: RelayFactory) -> Non
     assert parsed(received.data)["From"] == '"(Cron Daemon)" <backup@example.com>'
 
 
-@pytest.mark.xfail(
-    reason="relay bug: with FromLineOverride=yes, cronie's bare From <root> becomes "
-    "MAIL FROM:<root> (no domain; RFC 5321 4.1.2 needs one, Gmail refuses it) instead of "
-    "root@rewriteDomain",
-    strict=True,
-)
 def test_cronie_bare_sender_with_from_line_override_gets_a_domain(relay: RelayFactory) -> None:
     """The ArchWiki config (FromLineOverride=YES) with cronie's default MAILFROM."""
     r = relay(FromLineOverride="yes")
@@ -129,12 +123,6 @@ def test_cronie_bare_sender_with_from_line_override_gets_a_domain(relay: RelayFa
     assert received.mail_from == f"root@{REWRITE_DOMAIN}"
 
 
-@pytest.mark.xfail(
-    reason="relay bug: with FromLineOverride=yes, `-f root` gives MAIL FROM:<root> and the "
-    "header 'From: root <@root>' (malformed) instead of root@rewriteDomain, as ssmtp's "
-    "append_domain does",
-    strict=True,
-)
 def test_bare_f_with_from_line_override_gets_a_domain(relay: RelayFactory) -> None:
     r = relay(FromLineOverride="yes")
     done = r.run([r.sendmail, "-f", "root", "-i", "ops@example.com"], stdin=b"Subject: x\n\nhi\n")

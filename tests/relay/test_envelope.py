@@ -157,6 +157,14 @@ class TestSender:
         assert sender.envelope == "me@home.org"
         assert sender.from_header is None
 
+    def test_bare_sender_names_get_the_sender_domain(self) -> None:
+        config = conf(from_line_override=True, rewrite_domain="example.org")
+        assert resolve_sender(config, ME, envelope_from="root").envelope == "root@example.org"
+        sender = resolve_sender(config, ME, header_from="root")
+        assert sender.envelope == "root@example.org"
+        plain = resolve_sender(conf(rewrite_domain="example.org"), ME, envelope_from="root")
+        assert plain.from_header == "Bob Builder <root@example.org>"
+
     def test_bad_f_is_refused(self) -> None:
         with pytest.raises(DataError):
             resolve_sender(conf(), ME, envelope_from="-X/tmp/log")
