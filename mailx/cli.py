@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from relay import DataError, NoInputError, RelayError, UsageError
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from mailx.compose import Draft
     from mailx.mailrc import MailRc, Recipient
     from mailx.tilde import Hooks
+    from relay import Spooled
 
 PROG = "mail"
 
@@ -64,26 +64,54 @@ _BUILT_HEADERS = {
 }
 
 
-@dataclass
 class Request:
-    """What the command line asked for."""
+    """What the command line asked for (a plain class: `dataclasses`, and the `inspect`
+    it imports, would cost every `mail` a good part of its start-up)."""
 
-    subject: str | None = None
-    to: list[str] = field(default_factory=list)
-    cc: list[str] = field(default_factory=list)
-    bcc: list[str] = field(default_factory=list)
-    attachments: list[str] = field(default_factory=list)
-    from_: str | None = None
-    settings: dict[str, str | None] = field(default_factory=dict)
-    headers: list[str] = field(default_factory=list)
-    quote_file: str | None = None
-    dry_run: bool = False
-    skip_empty: bool = False
-    no_system_rc: bool = False
-    template: bool = False
-    verbose: bool = False
-    tilde: bool = False
-    mta_args: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        *,
+        subject: str | None = None,
+        to: list[str] | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+        attachments: list[str] | None = None,
+        from_: str | None = None,
+        settings: dict[str, str | None] | None = None,
+        headers: list[str] | None = None,
+        quote_file: str | None = None,
+        dry_run: bool = False,
+        skip_empty: bool = False,
+        no_system_rc: bool = False,
+        template: bool = False,
+        verbose: bool = False,
+        tilde: bool = False,
+        mta_args: list[str] | None = None,
+    ) -> None:
+        self.subject = subject
+        self.to: list[str] = to if to is not None else []
+        self.cc: list[str] = cc if cc is not None else []
+        self.bcc: list[str] = bcc if bcc is not None else []
+        self.attachments: list[str] = attachments if attachments is not None else []
+        self.from_ = from_
+        self.settings: dict[str, str | None] = settings if settings is not None else {}
+        self.headers: list[str] = headers if headers is not None else []
+        self.quote_file = quote_file
+        self.dry_run = dry_run
+        self.skip_empty = skip_empty
+        self.no_system_rc = no_system_rc
+        self.template = template
+        self.verbose = verbose
+        self.tilde = tilde
+        self.mta_args: list[str] = mta_args if mta_args is not None else []
+
+    def __repr__(self) -> str:
+        return f"Request({vars(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def parse_args(argv: Sequence[str]) -> Request:
@@ -138,9 +166,20 @@ def say(text: str, stream: TextIO | None = None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `mail` and `mailx`; returns a sysexits status."""
+    """Entry point of `mail` and `mailx`; returns a sysexits status.
+
+    Called without `argv` (as the command), it exits at once (`relay.finish`).
+    """
+    if argv is None:
+        from relay import finish
+
+        return finish(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _main(argv: Sequence[str]) -> int:
     try:
-        request = parse_args(sys.argv[1:] if argv is None else argv)
+        request = parse_args(argv)
     except UsageError as err:
         say(str(err))
         sys.stderr.write(USAGE.split("\n\n", 1)[0] + "\n")
@@ -454,7 +493,7 @@ class Session:
             self.keep_message(message, err)
             raise
         result = relay.submit(
-            message,
+            self.wire_input(message),
             config=config,
             recipients=envelope,
             envelope_from=address,
@@ -466,6 +505,20 @@ class Session:
         if result.queued_id and (config.queue != "always" or self.request.verbose):
             say(f"queued as {result.queued_id}: {result.queued_reason}")
         return os.EX_OK
+
+    def wire_input(self, message: EmailMessage) -> EmailMessage | Spooled:
+        """The message for `relay.submit`: itself, or written to a temporary file when it
+        has big attachments, so that they are encoded a piece at a time (DESIGN 8)."""
+        from email.policy import SMTP
+
+        import relay
+        from mailx.compose import has_streamed_parts, render
+
+        if not has_streamed_parts(message):
+            return message
+        spool = relay.Spooled()
+        render(message, spool, SMTP)  # the policy relay.submit generates with
+        return spool
 
     def deliver_external(self, mta: str, message: EmailMessage, envelope: list[str]) -> int:
         """s-nail's invocation: `PROGRAM -i [-v] [-F name] [-f addr] [args] -- rcpt...`."""

@@ -39,6 +39,10 @@ Decisions, where s-nail leaves room or where we differ from it:
   them (ASCII, no lone CR, no control, short lines, no `From ` line; only the line ends
   become CRLF, the canonical form), otherwise base64; everything else base64. An unknown
   type is `text/plain` when the file is UTF-8 text, else `application/octet-stream`.
+  A big binary attachment (over `STREAM_AT`) is the exception (DESIGN 8): the file is
+  opened once and its base64 made from it when the message is written, a piece at a
+  time by `render` (which `mail` uses to deliver), whole for anything else that reads
+  the part; the output is the same byte for byte.
   `message/*` and `multipart/*` guesses become `application/octet-stream`, since RFC 2046
   section 5 forbids base64 for them. Sub-parts carry no MIME-Version.
 * Non-ASCII domains are written as IDNA A-labels; a non-ASCII local part would need
@@ -51,6 +55,7 @@ The message uses `POLICY`: CRLF line ends, so `bytes(msg)` is ready for SMTP.
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import email.policy
 import email.utils
@@ -58,15 +63,24 @@ import getpass
 import mimetypes
 import os
 import re
+import stat
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.errors import InvalidHeaderDefect, MessageError, NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from relay import ConfigError, DataError, NoInputError, __version__
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Writer(Protocol):
+        def write(self, data: bytes, /) -> int: ...
+
 
 __all__ = [
     "POLICY",
@@ -75,6 +89,7 @@ __all__ = [
     "default_user_agent",
     "envelope_recipients",
     "parse_addresses",
+    "render",
 ]
 
 #: SMTP policy (CRLF). Lines at most 74 columns, not 78: RFC 2045 section 6.7 caps
@@ -128,6 +143,11 @@ _COMPRESSED_TYPES = {
     "compress": "application/x-compress",
 }
 _CHUNK = 1 << 20
+#: Binary attachments larger than this are encoded from the file as the message is
+#: written (`_FilePart`), never held whole.
+STREAM_AT = 1 << 20
+#: Octets per base64 line at POLICY's length (72 characters), as the email package cuts.
+_B64_LINE = (POLICY.max_line_length or 78) // 4 * 3
 
 
 @dataclass(frozen=True)
@@ -499,6 +519,9 @@ def _attach(msg: EmailMessage, part: EmailMessage) -> None:
 
 def _attachment(path: str) -> EmailMessage:
     """One `-a` file as an attachment part; its bytes are read once and sent unchanged."""
+    streamed = _streamed_attachment(path)
+    if streamed is not None:
+        return streamed
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -577,3 +600,122 @@ def _check_header_lines(msg: EmailMessage) -> None:
                     f"{name}: header has a line longer than {MAX_LINE} octets",
                     hint="shorten the name or value",
                 )
+
+
+def _streamed_attachment(path: str) -> EmailMessage | None:
+    """A big binary attachment as a `_FilePart`, or None for the ordinary way."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # the ordinary way reports it
+    try:
+        info = os.fstat(fd)
+        mime, encoding = mimetypes.guess_type(os.path.basename(path))
+        if encoding is not None:
+            mime = _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
+        if not stat.S_ISREG(info.st_mode) or info.st_size <= STREAM_AT or mime is None:
+            os.close(fd)
+            return None
+        maintype, _, subtype = mime.partition("/")
+        if maintype in ("text", "message", "multipart") or not subtype:
+            os.close(fd)
+            return None
+    except OSError:
+        os.close(fd)
+        return None
+    part = _FilePart(fd, info.st_size)
+    part.set_content(b"", maintype, subtype, cte="base64", filename=_attachment_name(path))
+    part.attach_file()
+    return part
+
+
+class _FilePart(EmailMessage):
+    """An attachment whose base64 payload is made from an open file when it is read.
+
+    Whatever reads `_payload` (the email package's generator, `get_payload`) gets the
+    whole base64 text, as for any part; only `render` sees a one-line token in its place
+    and writes the encoded file there a piece at a time.
+    """
+
+    #: Set by `render` while it generates.
+    streaming: ClassVar[bool] = False
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._source: tuple[int, int] | None = None
+        super().__init__(policy=POLICY)
+        self._fd, self._size = fd, size
+        self.token = f"MAILX-RELAY-ATTACHMENT-{fd}-{id(self):x}\n"
+
+    def attach_file(self) -> None:
+        self._source = (self._fd, self._size)
+
+    def is_multipart(self) -> bool:
+        return False  # without reading the payload, which `walk` would otherwise make
+
+    @property
+    def _payload(self) -> Any:
+        if self._source is None:
+            return self.__dict__.get("_stored")
+        if _FilePart.streaming:
+            return self.token
+        return "".join(chunk.decode("ascii") for chunk in self.base64(b"\n"))
+
+    @_payload.setter
+    def _payload(self, value: Any) -> None:
+        self.__dict__["_stored"] = value
+
+    def base64(self, linesep: bytes) -> Iterator[bytes]:
+        """The file as base64 lines of POLICY's length, each ended by `linesep`."""
+        assert self._source is not None
+        fd, size = self._source
+        block = _B64_LINE * 4096
+        offset = 0
+        width = _B64_LINE // 3 * 4
+        while offset < size:
+            data = os.pread(fd, min(block, size - offset), offset)
+            if not data:
+                raise NoInputError("attachment shrank while it was being sent")
+            offset += len(data)
+            text = binascii.b2a_base64(data, newline=False)
+            yield linesep.join(text[i : i + width] for i in range(0, len(text), width)) + linesep
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _FilePart:
+        import copy
+
+        clone = _FilePart.__new__(_FilePart)
+        for key, value in self.__dict__.items():
+            clone.__dict__[key] = copy.deepcopy(value, memo)
+        return clone
+
+
+def render(msg: EmailMessage, out: Writer, policy: email.policy.Policy | None = None) -> None:
+    """Write `msg` as `msg.as_bytes(policy=policy)` would, to `out`, encoding each big
+    attachment from its file in pieces (see `_FilePart`) instead of holding it."""
+    from email.generator import BytesGenerator
+    from io import BytesIO
+
+    policy = policy or msg.policy
+    parts = {p.token.encode("ascii"): p for p in msg.walk() if isinstance(p, _FilePart)}
+    buffer = BytesIO()
+    _FilePart.streaming = True
+    try:
+        BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(msg)
+    finally:
+        _FilePart.streaming = False
+    data = buffer.getvalue()
+    linesep = policy.linesep.encode("ascii")
+    position = 0
+    for token, part in parts.items():
+        marker = token[:-1] + linesep
+        found = data.find(marker, position)
+        if found < 0:
+            continue
+        out.write(data[position:found])
+        for chunk in part.base64(linesep):
+            out.write(chunk)
+        position = found + len(marker)
+    out.write(data[position:])
+
+
+def has_streamed_parts(msg: EmailMessage) -> bool:
+    return any(isinstance(part, _FilePart) for part in msg.walk())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from relay import __version__
@@ -22,6 +21,8 @@ from relay.errors import RelayError, UsageError
 
 if TYPE_CHECKING:
     from relay.config import Config
+    from relay.envelope import Identity
+    from relay.message import Spooled
 
 PROG = "sendmail"
 
@@ -41,19 +42,25 @@ _NO_VALUE = set("tivVmnUGd46EP")
 _WITH_VALUE = set("frFCNRhLOXBA")
 
 
-@dataclass
 class Options:
-    mode: str = "send"  # send | verify | version | pretend | serverinfo | list | flush
-    read_recipients: bool = False
-    envelope_from: str | None = None
-    full_name: str | None = None
-    verbose: bool = False
-    config: str | None = None
-    auth_user: str | None = None
-    auth_pass: str | None = None
-    auth_method: str | None = None
-    recipients: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    """What the command line asked for. A plain class: `dataclasses` (and the `inspect`
+    it imports) would cost `sendmail -V` and every usage error a third of their time."""
+
+    def __init__(self) -> None:
+        self.mode = "send"  # send | verify | version | pretend | serverinfo | list | flush
+        self.read_recipients = False
+        self.envelope_from: str | None = None
+        self.full_name: str | None = None
+        self.verbose = False
+        self.config: str | None = None
+        self.auth_user: str | None = None
+        self.auth_pass: str | None = None
+        self.auth_method: str | None = None
+        self.recipients: list[str] = []
+        self.notes: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"Options({vars(self)!r})"
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -184,8 +191,18 @@ def _say(stream: TextIO, text: str) -> None:
 
 
 def sendmail_main(argv: list[str] | None = None) -> int:
-    """Entry point of the `sendmail` console script; returns a sysexits status."""
-    args = sys.argv[1:] if argv is None else argv
+    """Entry point of the `sendmail` console script; returns a sysexits status.
+
+    Called without `argv` (as the command), it exits at once (`relay.finish`).
+    """
+    if argv is None:
+        from relay import finish
+
+        return finish(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _main(args: list[str]) -> int:
     try:
         opts = parse_args(args)
     except UsageError as err:
@@ -251,11 +268,20 @@ def _run(opts: Options) -> int:
 
 
 def _send(opts: Options, config: Config) -> int:
-    from relay import credentials, submission
     from relay.envelope import current_identity
+    from relay.message import Spooled, read_input
 
-    raw = sys.stdin.buffer.read()
-    identity = current_identity()
+    raw = read_input(sys.stdin.buffer)  # a big message goes to a temporary file
+    try:
+        return _submit(opts, config, raw, current_identity())
+    finally:
+        if isinstance(raw, Spooled):
+            raw.close()
+
+
+def _submit(opts: Options, config: Config, raw: bytes | Spooled, identity: Identity) -> int:
+    from relay import credentials, submission
+
     try:
         password = credentials.resolve(config, opts.auth_pass) if config.auth_user else None
     except RelayError as err:

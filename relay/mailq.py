@@ -19,7 +19,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from relay import __version__
@@ -57,15 +56,21 @@ See mailq(1)."""
 )
 
 
-@dataclass
 class Options:
-    mode: str = "list"  # list | flush | delete | version | help
-    config: str | None = None
-    json: bool = False
-    force: bool = False
-    quiet: bool = False
-    verbose: bool = False
-    ids: list[str] = field(default_factory=list)
+    """What the command line asked for (a plain class: `dataclasses` would cost
+    `mailq -V`, a usage error and an empty listing a good part of their start-up)."""
+
+    def __init__(self) -> None:
+        self.mode = "list"  # list | flush | delete | version | help
+        self.config: str | None = None
+        self.json = False
+        self.force = False
+        self.quiet = False
+        self.verbose = False
+        self.ids: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"Options({vars(self)!r})"
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -126,8 +131,18 @@ def _mode(opts: Options, wanted: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `mailq` console script; returns a sysexits status."""
-    args = sys.argv[1:] if argv is None else argv
+    """Entry point of the `mailq` console script; returns a sysexits status.
+
+    Called without `argv` (as the command), it exits at once (`relay.finish`).
+    """
+    if argv is None:
+        from relay import finish
+
+        return finish(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _main(args: Sequence[str]) -> int:
     try:
         opts = parse_args(args)
     except UsageError as err:

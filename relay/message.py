@@ -4,6 +4,12 @@ The message is read whole before any SMTP begins (so a failure can always keep i
 header block is parsed as raw lines so that nothing we do not mean to change is changed,
 and the body is passed through byte for byte unless it cannot travel as it is.
 
+A big message (over `SPOOL_AT`) is never held in memory (DESIGN 8): `read_input` copies
+it to an unlinked temporary file (`Spooled`), `parse` reads only its header block, and
+`wire` streams the body from the file in fixed-size chunks that each end a line, with the
+line ends normalised to CRLF on the way (`StreamedWire`). A body that needs re-encoding
+(see below) is the exception: it is loaded, since the `email` package needs it whole.
+
 Fix-ups (DESIGN 3.2, as OpenSMTPD's enqueue and msmtp): Date, Message-ID and From added
 when missing (RFC 5322 3.6); Bcc and Resent-Bcc always removed (RFC 5322 3.6.3 leaves the
 choice; sending them to every recipient leaks them); a leading mbox `From ` line dropped.
@@ -14,28 +20,198 @@ server without 8BITMIME is re-encoded part by part with the standard library's `
 package (quoted-printable for text; base64 for the rest and for text holding a bare CR
 or NUL), so it arrives intact and no input can end the DATA early. Dot-stuffing is the
 SMTP layer's job.
+
+Start-up cost matters here (every cron job pays it): the `email` package is imported only
+for what needs it (a non-ASCII or unusual header value, `-t` with a complex address list,
+re-encoding); Date, Message-ID and a plain From are written directly, in exactly the form
+the `email` package's SMTP policy gives them.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
+from relay.envelope import PLAIN_ADDRESS, PLAIN_NAME
 from relay.errors import DataError
 
 # RFC 5322 2.2: field name is printable ASCII except colon; obsolete syntax allows WSP
 # before the colon (RFC 5322 4.5.8).
 _FIELD = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 MAX_LINE = 998
+#: Input larger than this goes to a temporary file instead of memory.
+SPOOL_AT = 1 << 20
+#: The piece size for reading, scanning and streaming a spooled message.
+CHUNK = 1 << 18
+#: The longest header block read from a spooled message; a longer one is loaded whole.
+_HEAD_MAX = 1 << 20
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-@dataclass
+def format_date(when: float | None = None) -> str:
+    """RFC 5322 3.3 date in local time: `email.utils.formatdate(localtime=True)`'s form."""
+    import time
+
+    t = time.localtime(when)
+    offset: int | None = getattr(t, "tm_gmtoff", None)
+    if offset is None:  # a struct_time made by hand (a frozen clock in tests)
+        offset = -(time.altzone if t.tm_isdst > 0 else time.timezone)
+    sign = "-" if offset < 0 else "+"
+    hours, minutes = divmod(abs(offset) // 60, 60)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{hours:02d}{minutes:02d}"
+    )
+
+
+def make_msgid(domain: str) -> str:
+    """A unique Message-ID (RFC 5322 3.6.4) in `email.utils.make_msgid`'s form."""
+    import time
+
+    unique = int.from_bytes(os.urandom(8), "big")
+    return f"<{int(time.time() * 100)}.{os.getpid()}.{unique}@{domain}>"
+
+
+class Spooled:
+    """Raw input too big for memory, in an unlinked temporary file (mode 0600).
+
+    Also a binary file to write to (`write`), so a generator can fill it.
+    """
+
+    def __init__(self) -> None:
+        directory = os.environ.get("TMPDIR") or "/tmp"  # noqa: S108 (unlinked, 0600)
+        try:
+            self.fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except (OSError, AttributeError):
+            import tempfile
+
+            with tempfile.TemporaryFile() as handle:
+                self.fd = os.dup(handle.fileno())
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.size += len(data)
+        return len(data)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def blocks(self, offset: int = 0, size: int | None = None) -> Iterator[bytes]:
+        """The contents from `offset` to the end, `size` (default CHUNK) octets at a time."""
+        size = size or CHUNK
+        while offset < self.size:
+            block = os.pread(self.fd, min(size, self.size - offset), offset)
+            if not block:
+                raise OSError(f"spool file ended early at octet {offset}")
+            offset += len(block)
+            yield block
+
+    def read_all(self, offset: int = 0) -> bytes:
+        return b"".join(self.blocks(offset, 1 << 22))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def read_input(stream: BinaryIO, *, spool_at: int = SPOOL_AT) -> bytes | Spooled:
+    """Read a message to EOF: bytes when small, else a `Spooled` copy, never both."""
+    first = stream.read(spool_at + 1)
+    if len(first) <= spool_at:
+        return first
+    spool = Spooled()
+    try:
+        spool.write(first)
+        del first
+        while block := stream.read(CHUNK):
+            spool.write(block)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+class BodyScan:
+    """What a streamed body needs before it may go raw (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.unsafe = False  # a bare CR, a NUL or a line over MAX_LINE
+        self.eight_bit = False
+        self.wire_size = 0  # octets once every line ends in CRLF
+
+
+def scan_body(blocks: Iterable[bytes]) -> BodyScan:
+    """One pass over the body in pieces, the unfinished last line carried across."""
+    scan = BodyScan()
+    carry = b""
+    size = bare_lf = 0
+    for block in blocks:
+        size += len(block)
+        if not scan.eight_bit and not block.isascii():
+            scan.eight_bit = True
+        if scan.unsafe:
+            continue
+        data = carry + block
+        cut = data.rfind(b"\n") + 1
+        whole, carry = data[:cut], data[cut:]
+        crlf = whole.count(b"\r\n")
+        bare_lf += whole.count(b"\n") - crlf
+        scan.unsafe = (
+            b"\0" in whole
+            or whole.count(b"\r") != crlf
+            or len(carry) > MAX_LINE + 1  # longer than 998 even if CRLF follows
+            or (max(map(len, whole.split(b"\n"))) > MAX_LINE and _long_line(whole))
+        )
+    if carry:
+        size += 2  # the last line gets its CRLF on the wire
+        scan.unsafe = scan.unsafe or b"\0" in carry or b"\r" in carry or len(carry) > MAX_LINE
+    scan.wire_size = size + bare_lf
+    return scan
+
+
+def _long_line(lines: bytes) -> bool:
+    return any(len(line.removesuffix(b"\r")) > MAX_LINE for line in lines.split(b"\n"))
+
+
 class Message:
-    """A header block as raw physical lines per field, and the body bytes as received."""
+    """A header block as raw physical lines per field, and the body bytes as received.
 
-    fields: list[list[bytes]] = field(default_factory=list)
-    body: bytes = b""
+    For a spooled message `body` is empty and the body is `spool` from `body_offset` on.
+    (Plain classes in this module: generating dataclasses costs start-up time.)
+    """
+
+    def __init__(self, fields: list[list[bytes]] | None = None, body: bytes = b"") -> None:
+        self.fields: list[list[bytes]] = fields if fields is not None else []
+        self.body = body
+        self.spool: Spooled | None = None
+        self.body_offset = 0
+
+    def __repr__(self) -> str:
+        return f"Message(fields={self.fields!r}, body={self.body!r}, spool={self.spool!r})"
+
+    def body_bytes(self) -> bytes:
+        """The body as received, loaded from the spool file if need be."""
+        if self.spool is None:
+            return self.body
+        return self.spool.read_all(self.body_offset)
+
+    def loaded(self) -> Message:
+        """The same message with its body in memory."""
+        if self.spool is None:
+            return self
+        return Message(self.fields, self.body_bytes())
 
     @staticmethod
     def name_of(lines: list[bytes]) -> str:
@@ -63,18 +239,24 @@ class Message:
 
     def add(self, name: str, value: str) -> None:
         """Append a field folded and RFC 2047-encoded by the email package's SMTP policy."""
-        from email.policy import SMTP
-
         if any(c in value for c in "\r\n\0"):
             raise DataError(f"{name} header value contains CR, LF or NUL")
+        if _folds_to_itself(name, value):
+            self.fields.append([f"{name}: {value}".encode("ascii")])
+            return
+        from email.policy import SMTP
+
         folded = SMTP.header_factory(name, value).fold(policy=SMTP)
         self.fields.append(folded.encode("ascii").rstrip(b"\r\n").split(b"\r\n"))
 
     def addresses(self, *names: str) -> list[str]:
         """Addr-specs named in these address headers, in order."""
+        values = [v for name in names for v in self.values(name)]
+        simple = [_simple_address(value.strip()) for value in values]
+        if all(simple):
+            return [address for address in simple if address]
         from email.utils import getaddresses
 
-        values = [v for name in names for v in self.values(name)]
         return [addr for _display, addr in getaddresses(values) if addr]
 
     def header_recipients(self) -> list[str]:
@@ -91,8 +273,49 @@ class Message:
         return b"".join(line + b"\r\n" for lines in self.fields for line in lines)
 
 
-def parse(raw: bytes) -> Message:
-    """Split raw input into header fields and body; an mbox `From ` first line is dropped."""
+def _simple_address(value: str) -> str | None:
+    """The addr-spec of a plain From value, else None: a plain address
+    (`relay.envelope.PLAIN_ADDRESS`) alone, in brackets, or after a display name of plain
+    words. `getaddresses` reads these to the same address, the SMTP policy folds them to
+    themselves (checked in the tests); anything else goes to the email package."""
+    name, bracket, address = value.rpartition("<")
+    if bracket:
+        if not address.endswith(">") or (name and not name.endswith(" ")):
+            return None
+        address = address[:-1]
+        if name and not PLAIN_NAME.fullmatch(name[:-1]):
+            return None
+    return address if PLAIN_ADDRESS.fullmatch(address) else None
+
+
+def _folds_to_itself(name: str, value: str) -> bool:
+    """True when the SMTP policy would write `Name: value` unchanged: a short ASCII value
+    we generate (Date, Message-ID) or a plain From (`_simple_address`)."""
+    if len(name) + len(value) + 2 > 78 or not value.isascii() or not value.isprintable():
+        return False
+    if value != value.strip() or "  " in value:
+        return False
+    if name in ("Date", "Message-ID"):
+        return True
+    return name == "From" and _simple_address(value) is not None
+
+
+def parse(raw: bytes | Spooled) -> Message:
+    """Split raw input into header fields and body; an mbox `From ` first line is dropped.
+
+    For spooled input only the header block is read; the body stays in the file.
+    """
+    if isinstance(raw, Spooled):
+        head = raw.pread(0, min(raw.size, _HEAD_MAX))
+        message = parse(head)
+        start = len(head) - len(message.body)
+        # The header block must end inside what was read, on a complete line.
+        if len(head) < raw.size and head.find(b"\n", start) < 0:
+            return parse(raw.read_all())
+        message.body = b""
+        message.spool = raw
+        message.body_offset = start
+        return message
     message = Message()
     position = 0
     # An mbox envelope line (`From user date`), not an obsolete `From : x` header field.
@@ -124,12 +347,15 @@ def parse(raw: bytes) -> Message:
     return message
 
 
-@dataclass(frozen=True)
 class Fixups:
     """What `fix_headers` changed, for `-v`."""
 
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
+    def __init__(self, added: tuple[str, ...], removed: tuple[str, ...]) -> None:
+        self.added = added
+        self.removed = removed
+
+    def __repr__(self) -> str:
+        return f"Fixups(added={self.added!r}, removed={self.removed!r})"
 
 
 def fix_headers(
@@ -141,8 +367,6 @@ def fix_headers(
     date: str | None = None,
 ) -> Fixups:
     """Add Date, Message-ID and From when missing; drop Bcc; replace From when told to."""
-    from email.utils import formatdate, make_msgid
-
     added: list[str] = []
     removed: list[str] = []
     for name in ("bcc", "resent-bcc"):
@@ -154,7 +378,7 @@ def fix_headers(
         message.add("From", from_header)
         added.append("From")
     if not message.has("date"):
-        message.add("Date", date or formatdate(localtime=True))
+        message.add("Date", date or format_date())
         added.append("Date")
     if not message.has("message-id"):
         message.add("Message-ID", make_msgid(domain=msgid_domain))
@@ -180,8 +404,48 @@ def has_8bit(data: bytes) -> bool:
     return not data.isascii()
 
 
+class StreamedWire:
+    """A spooled message in wire form, produced a chunk at a time (`chunks`).
+
+    Each chunk ends a line (CRLF), so the SMTP layer can dot-stuff chunk by chunk.
+    """
+
+    def __init__(self, message: Message, scan: BodyScan) -> None:
+        assert message.spool is not None
+        self.head = message.header_bytes() + b"\r\n"
+        self.spool = message.spool
+        self.offset = message.body_offset
+        self.size = len(self.head) + scan.wire_size
+        self.eight_bit = scan.eight_bit or not self.head.isascii()
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.head
+        carry = b""
+        for block in self.spool.blocks(self.offset):
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            if cut:
+                # No bare CR here (the scan made sure): every LF becomes CRLF.
+                yield data[:cut].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if carry:
+            yield carry + b"\r\n"
+
+
+def wire(message: Message, *, eight_bit_ok: bool = True) -> bytes | StreamedWire:
+    """`to_wire`, but a spooled message that can travel raw stays on disk and streams."""
+    if message.spool is None:
+        return to_wire(message, eight_bit_ok=eight_bit_ok)
+    scan = scan_body(message.spool.blocks(message.body_offset))
+    long_header = any(len(line) > MAX_LINE for lines_ in message.fields for line in lines_)
+    if scan.unsafe or long_header or (not eight_bit_ok and scan.eight_bit):
+        return to_wire(message.loaded(), eight_bit_ok=eight_bit_ok)
+    return StreamedWire(message, scan)
+
+
 def to_wire(message: Message, *, eight_bit_ok: bool = True) -> bytes:
     """The message as it goes into DATA: CRLF everywhere, unsafe parts re-encoded."""
+    message = message.loaded()
     lines = _body_lines(message.body)
     long_header = any(len(line) > MAX_LINE for lines_ in message.fields for line in lines_)
     if _unsafe(lines) or long_header or (not eight_bit_ok and has_8bit(message.body)):

@@ -1,12 +1,15 @@
 """One SMTP session to the mailhub: TLS mode, AUTH choice, sending, error classification.
 
-Built on `smtplib`, with what it leaves to its caller done here:
-- a verifying `ssl` context (smtplib's default for `starttls()` and `SMTP_SSL` checks
-  nothing); STARTTLS is required when configured, never downgraded (RFC 3207 section 6),
-  and EHLO is sent again after it, discarding what was learnt before (RFC 3207 4.2);
+Built on `relay.smtp_wire` (the protocol on a socket, lighter to start than `smtplib`),
+with the policy done here:
+- a verifying `ssl` context, made once per process and only when TLS is used;
+  STARTTLS is required when configured, never downgraded (RFC 3207 section 6), and EHLO
+  is sent again after it, discarding what was learnt before (RFC 3207 4.2);
 - no AUTH over a connection without TLS unless `AuthOverPlaintext=yes`;
-- MAIL, RCPT and DATA issued one by one so every failure names its step, and a partial
-  refusal is reported, not silently returned (smtplib's `sendmail` returns it);
+- MAIL, RCPT and DATA pipelined when the server offers PIPELINING (RFC 2920), one by one
+  otherwise; every failure names its step, and a partial refusal is reported, never
+  silently dropped;
+- the message written in large buffers, streamed in chunks when it is big;
 - a `-v` transcript on stderr with AUTH data replaced by `***` and server text escaped.
 
 Every failure leaves as a `RelayError` subclass: 4xx, timeouts and dropped connections
@@ -16,13 +19,13 @@ EX_UNAVAILABLE, a rejected login EX_NOPERM, a garbled reply EX_PROTOCOL.
 
 from __future__ import annotations
 
-import smtplib
+import os
 import socket
-import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from relay import smtp_wire
 from relay.config import Config, Mailhub
 from relay.errors import (
     DataError,
@@ -35,10 +38,20 @@ from relay.errors import (
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer
+    import ssl
+    from typing import Protocol
 
-# Strongest first; smtplib implements each as `auth_<name>`. OAuth methods take a token,
-# not a password, so they are used only when AuthMethod names one.
+    class Streamed(Protocol):
+        """A message in wire form too big to hold: `relay.message.StreamedWire`."""
+
+        size: int
+        eight_bit: bool
+
+        def chunks(self) -> Iterable[bytes]: ...
+
+
+# Strongest first; `relay.smtp_wire` implements each. OAuth methods take a token, not a
+# password, so they are used only when AuthMethod names one.
 AUTH_PREFERENCE = ("CRAM-MD5", "PLAIN", "LOGIN")
 OAUTH_METHODS = ("XOAUTH2", "OAUTHBEARER")
 
@@ -61,11 +74,11 @@ class Transcript:
         self.last_code = 0
         self.in_auth = False
 
+    def message(self, size: int) -> None:
+        self.out.write(f"--> [message, {size} bytes]\n")
+        self.last_code = 0
+
     def sent(self, data: bytes) -> None:
-        if self.last_code == 354:
-            self.out.write(f"--> [message, {len(data)} bytes]\n")
-            self.last_code = 0
-            return
         line = data.decode("utf-8", "replace").rstrip("\r\n")
         verb = line.split(" ", 1)[0].upper()
         if verb == "AUTH":
@@ -88,37 +101,6 @@ class Transcript:
         self.out.flush()
 
 
-class _Client(smtplib.SMTP):
-    transcript: Transcript | None = None
-
-    def send(self, s: Buffer | str) -> None:
-        if self.transcript is not None:
-            self.transcript.sent(s.encode("ascii") if isinstance(s, str) else bytes(s))
-        super().send(s)
-
-    def getreply(self) -> tuple[int, bytes]:
-        code, message = super().getreply()
-        if self.transcript is not None:
-            self.transcript.received(code, message)
-        return code, message
-
-    # RFC 7628 OAUTHBEARER and Google's XOAUTH2: the "password" is the OAuth token.
-    # On failure the server sends a 334 with a JSON error; the answer is an empty line.
-    def auth_xoauth2(self, challenge: bytes | None = None) -> str:
-        if challenge is not None:
-            return ""
-        return f"user={self.user}\x01auth=Bearer {self.password}\x01\x01"
-
-    def auth_oauthbearer(self, challenge: bytes | None = None) -> str:
-        if challenge is not None:
-            return "\x01"
-        return f"n,a={self.user},\x01auth=Bearer {self.password}\x01\x01"
-
-
-class _ClientSSL(_Client, smtplib.SMTP_SSL):
-    pass
-
-
 def normalise_fingerprint(text: str) -> str:
     """`AA:BB:...` as msmtp writes it, upper case; any colons or case accepted."""
     digits = text.replace(":", "").strip().upper()
@@ -131,13 +113,25 @@ def fingerprint(der: bytes) -> str:
     return normalise_fingerprint(hashlib.sha256(der).hexdigest())
 
 
+_CONTEXTS: dict[tuple[Any, ...], ssl.SSLContext] = {}
+
+
 def tls_context(config: Config) -> ssl.SSLContext:
     """Verifying context: system store or TLS_CA_File/TLS_CA_Dir, host name checked.
 
     With `TLSFingerprint` the pin replaces the chain and name checks (as msmtp's
     tls_fingerprint): the server's certificate is then checked against the pin right
     after the handshake, before anything else is sent (`Session._check_pin`).
+    Loading certificates is the dear part of TLS set-up, so a context is made once per
+    process for the same settings (a flush reconnecting reuses it); `ssl` is imported
+    here, never for a session without TLS.
     """
+    import ssl
+
+    key = _context_key(config)
+    cached = _CONTEXTS.get(key)
+    if cached is not None:
+        return cached
     try:
         context = ssl.create_default_context(cafile=config.tls_ca_file, capath=config.tls_ca_dir)
         if not config.tls_verify or config.tls_fingerprint:
@@ -152,17 +146,42 @@ def tls_context(config: Config) -> ssl.SSLContext:
             f"cannot load TLS certificates: {getattr(err, 'strerror', None) or err}",
             path=config.path,
         ) from None
+    _CONTEXTS[key] = context
     return context
 
 
-@dataclass
+def _context_key(config: Config) -> tuple[Any, ...]:
+    """The settings a context depends on, with the files' identity (a changed file is
+    loaded again)."""
+    files = []
+    for path in (config.tls_ca_file, config.tls_cert, config.tls_key):
+        try:
+            info = os.stat(path) if path else None
+        except OSError:
+            info = None
+        files.append((path, info.st_mtime_ns, info.st_ino, info.st_size) if info else (path,))
+    return (
+        *files,
+        config.tls_ca_dir,
+        config.tls_verify,
+        bool(config.tls_fingerprint),
+        config.use_tls_cert,
+    )
+
+
 class Outcome:
     """What the server did with one message."""
 
-    accepted: list[str] = field(default_factory=list)
-    #: recipient -> (code, reply) for every RCPT the server refused.
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
-    reply: str = ""
+    def __init__(self) -> None:
+        self.accepted: list[str] = []
+        #: recipient -> (code, reply) for every RCPT the server refused.
+        self.refused: dict[str, tuple[int, str]] = {}
+        self.reply = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"Outcome(accepted={self.accepted!r}, refused={self.refused!r}, reply={self.reply!r})"
+        )
 
 
 class Session:
@@ -181,7 +200,7 @@ class Session:
         self.password = password
         self.transcript = Transcript(transcript) if transcript is not None else None
         self.step = "connect"
-        self.client: _Client | None = None
+        self.client: smtp_wire.Client | None = None
         self.tls = False
         self.auth_method: str | None = None
 
@@ -206,18 +225,11 @@ class Session:
         config, hub = self.config, self.hub
         local_name = config.hostname or socket.gethostname()
         self.step = f"connect to {hub}"
-        if config.use_tls and not config.use_starttls:
-            client: _Client = _ClientSSL(
-                local_hostname=local_name, timeout=config.timeout, context=tls_context(config)
-            )
-        else:
-            client = _Client(local_hostname=local_name, timeout=config.timeout)
-        client.transcript = self.transcript
-        # smtplib takes the TLS server_hostname from `_host`, which only its constructor
-        # sets; we connect separately so the transcript sees the greeting.
-        client._host = hub.host  # type: ignore[attr-defined]
+        implicit = config.use_tls and not config.use_starttls
+        context = tls_context(config) if implicit else None
+        client = smtp_wire.Client(local_name, config.timeout, self.transcript)
         self.client = client
-        code, message = client.connect(hub.host, hub.port)
+        code, message = client.connect(hub.host, hub.port, context)
         if code != 220:
             raise _response_error(code, message, f"greeting from {hub}")
         self.tls = config.use_tls and not config.use_starttls
@@ -233,7 +245,7 @@ class Session:
                     "nothing was sent in clear text",
                     step="STARTTLS",
                 )
-            code, message = client.starttls(context=tls_context(config))
+            client.starttls(tls_context(config), hub.host)
             self.tls = True
             self._check_pin()
             self.step = "EHLO after STARTTLS"
@@ -245,9 +257,11 @@ class Session:
     def peer_certificate(self) -> bytes | None:
         """The server's certificate (DER) once TLS is up, else None."""
         sock = self.client.sock if self.client is not None else None
-        if not isinstance(sock, ssl.SSLSocket):
+        ssl = sys.modules.get("ssl")
+        if ssl is None or not isinstance(sock, ssl.SSLSocket):
             return None
-        return sock.getpeercert(binary_form=True)
+        der: bytes | None = sock.getpeercert(binary_form=True)
+        return der
 
     def _check_pin(self) -> None:
         expected = self.config.tls_fingerprint
@@ -304,32 +318,32 @@ class Session:
                     step="AUTH",
                 )
             method = usable[0]
-        client.user, client.password = user, self.password
-        handler = getattr(client, "auth_" + method.lower().replace("-", "_"), None)
-        if handler is None:
+        if method not in (*AUTH_PREFERENCE, *OAUTH_METHODS):
             raise UnavailableError(f"AuthMethod={method} is not supported", step="AUTH")
         try:
-            client.auth(method, handler, initial_response_ok=method != "LOGIN")
-        except smtplib.SMTPAuthenticationError as err:
-            if 400 <= err.smtp_code < 500:
+            client.auth(method, user, self.password)
+        except smtp_wire.AuthFailed as err:
+            if 400 <= err.code < 500:
                 raise TempFailError(
                     f"{self.hub} could not check the login now (AUTH {method})",
                     step="AUTH",
-                    reply=reply_text(err.smtp_code, err.smtp_error),
+                    reply=reply_text(err.code, err.message),
                 ) from None
             raise NoPermError(
                 f"{self.hub} rejected the login of '{user}' (AUTH {method})",
                 step="AUTH",
-                reply=reply_text(err.smtp_code, err.smtp_error),
+                reply=reply_text(err.code, err.message),
             ) from None
-        finally:
-            client.password = ""
         self.auth_method = method
 
     # -- sending ------------------------------------------------------------------------
 
-    def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Outcome:
-        """One transaction. Raises when nothing was accepted; partial refusals are returned."""
+    def send(self, sender: str, recipients: Sequence[str], data: bytes | Streamed) -> Outcome:
+        """One transaction. Raises when nothing was accepted; partial refusals are returned.
+
+        `data` is the message in wire form (CRLF line ends, `relay.message.to_wire`),
+        whole or streamed; dot-stuffing is done here.
+        """
         try:
             return self._send(sender, recipients, data)
         except RelayError:
@@ -337,9 +351,14 @@ class Session:
         except Exception as err:
             raise classify(err, self.step, self.hub) from None
 
-    def _send(self, sender: str, recipients: Sequence[str], data: bytes) -> Outcome:
+    def _send(self, sender: str, recipients: Sequence[str], data: bytes | Streamed) -> Outcome:
         client = self.client
         assert client is not None
+        chunks: Iterable[bytes]
+        if isinstance(data, bytes):
+            size, eight_bit, chunks = len(data), not data.isascii(), (data,)
+        else:
+            size, eight_bit, chunks = data.size, data.eight_bit, data.chunks()
         options = []
         needs_utf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
         if needs_utf8:
@@ -348,28 +367,48 @@ class Session:
                     f"an address has a non-ASCII local part and {self.hub} does not offer SMTPUTF8"
                 )
             options.append("SMTPUTF8")
-        if not data.isascii() and client.has_extn("8bitmime"):
+        if eight_bit and client.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")
         if client.has_extn("size"):
-            options.append(f"SIZE={len(data)}")
-        self.step = "MAIL FROM"
-        code, message = client.mail(sender, options)
-        if code != 250:
-            self._reset()
-            raise _response_error(code, message, "MAIL FROM", f"sender <{sender}>")
+            options.append(f"SIZE={size}")
+        mail = " ".join([f"MAIL FROM:<{sender}>", *options])
+        rcpts = [f"RCPT TO:<{recipient}>" for recipient in recipients]
+        pipelining = client.has_extn("pipelining")
         outcome = Outcome()
+        self.step = "MAIL FROM"
+        if pipelining:
+            client.send_lines([mail, *rcpts, "DATA"])
+            mail_reply = client.reply()
+        else:
+            mail_reply = client.command(mail)
+            if mail_reply[0] != 250:
+                self._reset()
+                raise _response_error(*mail_reply, "MAIL FROM", f"sender <{sender}>")
         self.step = "RCPT TO"
-        for recipient in recipients:
-            code, message = client.rcpt(recipient)
+        for recipient, line in zip(recipients, rcpts, strict=True):
+            code, message = client.reply() if pipelining else client.command(line)
             if code in (250, 251):
                 outcome.accepted.append(recipient)
             else:
                 outcome.refused[recipient] = (code, reply_text(code, message))
+        self.step = "DATA"
+        if pipelining:
+            code, message = client.reply()
+            if code == 354 and (mail_reply[0] != 250 or not outcome.accepted):
+                client.end_empty_data()  # RFC 2920 3.1: DATA went through on its own
+                code = 0
+        elif outcome.accepted:
+            code, message = client.command("DATA")
+        if mail_reply[0] != 250:
+            self._reset()
+            raise _response_error(*mail_reply, "MAIL FROM", f"sender <{sender}>")
         if not outcome.accepted:
             self._reset()
             raise _refused_error(outcome.refused)
-        self.step = "DATA"
-        code, message = client.data(data)
+        if code != 354:
+            self._reset()
+            raise _response_error(code, message, "DATA")
+        code, message = client.data(chunks, size)
         if code != 250:
             self._reset()
             raise _response_error(code, message, "DATA")
@@ -380,7 +419,7 @@ class Session:
         try:
             assert self.client is not None
             self.client.rset()
-        except (smtplib.SMTPException, OSError):
+        except (OSError, smtp_wire.MalformedReply):
             pass
 
     def reset(self) -> None:
@@ -393,7 +432,7 @@ class Session:
             return
         try:
             client.quit()
-        except (smtplib.SMTPException, OSError):
+        except (OSError, smtp_wire.MalformedReply):
             client.close()
 
     def __enter__(self) -> Session:
@@ -421,29 +460,29 @@ def _refused_error(refused: dict[str, tuple[int, str]]) -> RelayError:
 
 
 def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
-    """Map an exception from smtplib, ssl or socket to the relay's error tree."""
-    if isinstance(err, ssl.SSLCertVerificationError):
+    """Map an exception from `relay.smtp_wire`, ssl or socket to the relay's error tree."""
+    ssl = sys.modules.get("ssl")  # an SSL error means ssl was imported
+    if ssl is not None and isinstance(err, ssl.SSLCertVerificationError):
         return UnavailableError(
             f"TLS certificate of {hub.host} rejected: {err.verify_message}", step=step
         )
-    if isinstance(err, smtplib.SMTPServerDisconnected):
-        return TempFailError(f"{hub} closed the connection during {step}", step=step)
-    if isinstance(err, smtplib.SMTPNotSupportedError):
-        return UnavailableError(f"{hub} does not support {step}: {err}", step=step)
-    if isinstance(err, smtplib.SMTPResponseException):
-        if err.smtp_code == -1:
-            return ProtocolError(f"{hub} sent a malformed reply during {step}", step=step)
-        return _response_error(err.smtp_code, _as_bytes(err.smtp_error), step)
-    if isinstance(err, smtplib.SMTPException):
-        return ProtocolError(f"SMTP error with {hub} during {step}: {err}", step=step)
-    if isinstance(err, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+    if isinstance(err, smtp_wire.ReplyError):
+        return _response_error(err.code, err.message, step)
+    if isinstance(err, smtp_wire.MalformedReply):
+        return ProtocolError(f"{hub} sent a malformed reply during {step}", step=step)
+    if ssl is not None and isinstance(err, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return TempFailError(f"{hub} cut the TLS handshake during {step}", step=step)
-    if isinstance(err, ssl.SSLError):
+    if ssl is not None and isinstance(err, ssl.SSLError):
         return ProtocolError(
             f"TLS failure with {hub} during {step}: {err.reason or err} (does the port speak "
             "the TLS mode configured: UseTLS for implicit TLS, UseSTARTTLS for STARTTLS?)",
             step=step,
         )
+    if isinstance(
+        err,
+        smtp_wire.Disconnected | ConnectionResetError | BrokenPipeError | ConnectionAbortedError,
+    ):
+        return TempFailError(f"{hub} closed the connection during {step}", step=step)
     if isinstance(err, TimeoutError | socket.timeout):
         return TempFailError(f"{hub} timed out during {step}", step=step)
     if isinstance(err, socket.gaierror):
@@ -453,12 +492,6 @@ def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
             f"cannot talk to {hub} during {step}: {err.strerror or err}", step=step
         )
     return RelayError(f"internal error during {step}: {type(err).__name__}: {err}", step=step)
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return str(value).encode("utf-8", "replace")
 
 
 def open_session(

@@ -28,7 +28,7 @@ from relay import deadletter
 from relay.config import Config, Mailhub
 from relay.envelope import Identity, Resolver, Sender, current_identity, split_address
 from relay.errors import NoUserError, RelayError, TempFailError, UsageError, is_temporary
-from relay.message import Fixups, Message
+from relay.message import Fixups, Message, Spooled
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -69,8 +69,9 @@ class Result:
     queued_for: tuple[str, ...] = ()
 
 
-def as_bytes(message: bytes | EmailMessage) -> bytes:
-    if isinstance(message, bytes):
+def as_input(message: bytes | Spooled | EmailMessage) -> bytes | Spooled:
+    """Raw input as `relay.message.parse` takes it; a built message is generated here."""
+    if isinstance(message, bytes | Spooled):
         return message
     from email.policy import SMTP
 
@@ -78,7 +79,7 @@ def as_bytes(message: bytes | EmailMessage) -> bytes:
 
 
 def prepare(
-    raw: bytes,
+    raw: bytes | Spooled,
     config: Config,
     *,
     recipients: Sequence[str] = (),
@@ -146,7 +147,7 @@ def _send_now(
     verbose: TextIO | None,
 ) -> tuple[Result, dict[str, tuple[int, str]]]:
     """One delivery; returns what was accepted and what was refused (code, reply)."""
-    from relay.message import to_wire
+    from relay.message import wire
     from relay.smtp import open_session
 
     hubs: Sequence[Mailhub] = (
@@ -169,7 +170,7 @@ def _send_now(
     try:
         with open_session(config, hubs=hubs, password=password, transcript=verbose) as session:
             assert session.client is not None
-            data = to_wire(prepared.message, eight_bit_ok=session.client.has_extn("8bitmime"))
+            data = wire(prepared.message, eight_bit_ok=session.client.has_extn("8bitmime"))
             outcome = session.send(prepared.sender.envelope, prepared.recipients, data)
             hub = str(session.hub)
     except RelayError as err:
@@ -201,7 +202,7 @@ def _partial_error(
 
 
 def submit(
-    message: bytes | EmailMessage,
+    message: bytes | Spooled | EmailMessage,
     *,
     config: Config,
     recipients: Sequence[str] = (),
@@ -223,7 +224,7 @@ def submit(
     in which case the error says so and its exit code is 73 or 74). The password is
     used for this delivery only; the queue never stores it.
     """
-    raw = as_bytes(message)
+    raw = as_input(message)
     who = identity or current_identity()
     try:
         prepared = prepare(
@@ -297,7 +298,7 @@ def stored_form(prepared: Prepared) -> bytes:
     Converted to wire form only when sent, since that depends on the session (8BITMIME).
     `relay.message.parse` reads it back unchanged.
     """
-    return prepared.message.header_bytes() + b"\r\n" + prepared.message.body
+    return prepared.message.header_bytes() + b"\r\n" + prepared.message.body_bytes()
 
 
 def enqueue(
@@ -358,13 +359,16 @@ def _hostport(hub: Mailhub) -> str:
     return f"[{hub.host}]:{hub.port}" if ":" in hub.host else f"{hub.host}:{hub.port}"
 
 
-def keep(err: RelayError, raw: bytes, who: Identity, config: Config, path: str | None) -> None:
+def keep(
+    err: RelayError, raw: bytes | Spooled, who: Identity, config: Config, path: str | None
+) -> None:
     """Append the original message to dead.letter and record where on the error."""
     from relay.envelope import default_sender_address
 
     sender, _why = default_sender_address(config, who)
     try:
-        err.saved_to = deadletter.save(raw, sender, path)
+        whole = raw.read_all() if isinstance(raw, Spooled) else raw
+        err.saved_to = deadletter.save(whole, sender, path)
     except RelayError as failed:
         err.saved_to = None
         err.message += f"; and the message could not be kept: {failed}"

@@ -20,11 +20,14 @@ from hypothesis import strategies as st
 
 from mailx.compose import (
     MAX_LINE,
+    STREAM_AT,
     Draft,
     build,
     default_user_agent,
     envelope_recipients,
+    has_streamed_parts,
     parse_addresses,
+    render,
 )
 from relay import ConfigError, DataError, NoInputError
 
@@ -739,3 +742,50 @@ def test_large_attachment_peak_memory_is_a_small_multiple(tmp_path: Path) -> Non
     finally:
         tracemalloc.stop()
     assert attached(raw)[1].get_payload(decode=True) == path.read_bytes()
+
+
+# -- big attachments: encoded from the file as the message is written (DESIGN 8) ----------
+
+
+@pytest.mark.parametrize("size", [STREAM_AT + 1, STREAM_AT + 54 * 4096 * 3 + 17])
+def test_big_attachment_renders_byte_for_byte_as_the_email_package(
+    tmp_path: Path, size: int
+) -> None:
+    from email.policy import SMTP
+    from io import BytesIO
+
+    path = tmp_path / "dump.bin"
+    path.write_bytes(os.urandom(size))
+    draft = Draft(
+        to=("a@example.com",), subject="s", body=b"see attached\n", attachments=(str(path),)
+    )
+    msg = build(draft, now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), login="me")
+    assert has_streamed_parts(msg)
+    for policy in (SMTP, msg.policy):
+        streamed = BytesIO()
+        render(msg, streamed, policy)
+        assert streamed.getvalue() == msg.as_bytes(policy=policy)
+    (part,) = [p for p in msg.walk() if p.get_filename() == "dump.bin"]
+    assert part.get_payload(decode=True) == path.read_bytes()
+    assert bytes(msg) == msg.as_bytes()
+
+
+def test_big_attachment_is_never_held_whole(tmp_path: Path) -> None:
+    from io import BytesIO
+
+    path = tmp_path / "dump.bin"
+    path.write_bytes(os.urandom(8 * STREAM_AT))
+    draft = Draft(to=("a@example.com",), body=b"x\n", attachments=(str(path),))
+    tracemalloc.start()
+    try:
+        msg = build(draft)
+
+        class Sink(BytesIO):
+            def write(self, data: Any) -> int:
+                return len(data)
+
+        render(msg, Sink())
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * STREAM_AT
