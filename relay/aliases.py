@@ -18,7 +18,7 @@ Rules (s-nail's, with DESIGN section 3.1's loop refusal):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from relay.errors import ConfigError, DataError
 
@@ -28,8 +28,7 @@ MAX_DEPTH = 25
 Lookup = Callable[[str], Sequence[str] | None]
 
 
-@dataclass(frozen=True)
-class Expanded:
+class Expanded(NamedTuple):
     """One final address and the chain of alias names that led to it (outermost first)."""
 
     address: str
@@ -70,8 +69,7 @@ def expand(names: Iterable[str], lookup: Lookup) -> list[Expanded]:
     return out
 
 
-@dataclass(frozen=True)
-class AliasFile:
+class AliasFile(NamedTuple):
     """The relay's aliases file: local name -> members, plus the optional `default:`."""
 
     entries: dict[str, tuple[str, ...]]

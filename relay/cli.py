@@ -232,8 +232,6 @@ def _report(err: RelayError) -> None:
 
 
 def _run(opts: Options) -> int:
-    from dataclasses import replace
-
     from relay import config as config_module
 
     config = config_module.load(opts.config)
@@ -245,7 +243,7 @@ def _run(opts: Options) -> int:
         if value is not None
     }
     if overrides:
-        config = replace(config, **overrides)  # type: ignore[arg-type]
+        config = config._replace(**overrides)  # type: ignore[arg-type]
     if opts.mode == "pretend":
         from relay.pretend import describe
 

@@ -17,8 +17,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from relay.aliases import AliasFile, expand
 from relay.config import Config, Mailhub
@@ -39,8 +38,7 @@ PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_'+-]+(?: [A-Za-z0-9_'+-]+)*")
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """The invoking user, as the operating system knows them."""
 
     login: str
@@ -150,8 +148,7 @@ def local_domains(config: Config) -> frozenset[str]:
 # --- sender -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sender:
+class Sender(NamedTuple):
     """The envelope sender and what to do with the From header."""
 
     envelope: str
@@ -247,8 +244,7 @@ def resolve_sender(
 # --- recipients -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """One recipient as given, the final addresses, and how they were reached (for -bv)."""
 
     given: str

@@ -12,8 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from relay.config import Config
 
@@ -22,8 +21,7 @@ if TYPE_CHECKING:
     from relay.smtp import Outcome, Session
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(NamedTuple):
     queue_id: str | None
     message_id: str | None
     sender: str

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from relay.config import SECRET_KEYS, Config
 
 _SKIP = {"path", "sources", "warnings", "revaliases"}
@@ -11,13 +9,13 @@ _SKIP = {"path", "sources", "warnings", "revaliases"}
 
 def describe(config: Config) -> str:
     lines = [f"config file: {config.path}"]
-    for spec in fields(config):
-        if spec.name in _SKIP:
+    for name in config._fields:
+        if name in _SKIP:
             continue
-        value = getattr(config, spec.name)
-        if spec.name in SECRET_KEYS and value is not None:
+        value = getattr(config, name)
+        if name in SECRET_KEYS and value is not None:
             shown = "***"
-        elif spec.name == "mailhubs":
+        elif name == "mailhubs":
             shown = ",".join(str(hub) for hub in value) or "(none)"
         elif value is None:
             shown = "(unset)"
@@ -25,8 +23,8 @@ def describe(config: Config) -> str:
             shown = "yes" if value else "no"
         else:
             shown = str(value)
-        source = config.sources.get(spec.name, "default")
-        lines.append(f"{spec.name} = {shown}  [{source}]")
+        source = config.sources.get(name, "default")
+        lines.append(f"{name} = {shown}  [{source}]")
     for login, entry in sorted(config.revaliases.items()):
         hub = f" via {entry.mailhub}" if entry.mailhub else ""
         lines.append(

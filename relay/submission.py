@@ -20,9 +20,9 @@ delivered or durably queued (`relay.queue` commits before it returns).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from relay import deadletter
 from relay.config import Config, Mailhub
@@ -34,8 +34,7 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A message ready for delivery: fixed-up headers, resolved envelope."""
 
     message: Message
@@ -49,8 +48,7 @@ class Prepared:
         return found[0] if found else None
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """A message delivered, or durably queued (`queued_id`), or some of each."""
 
     sender: str
@@ -60,7 +58,7 @@ class Result:
     mailhub: str
     reply: str
     #: recipient -> SMTP reply, for a delivery some recipients refused (raised, see submit).
-    refused: dict[str, str] = field(default_factory=dict)
+    refused: Mapping[str, str] = MappingProxyType({})
     #: The queue entry holding the message for the recipients not delivered yet.
     queued_id: str | None = None
     #: Why it was queued: the temporary failure, or that `Queue=always` is set.
@@ -280,8 +278,7 @@ def _deliver_or_queue(
             recipients=later,
             failure=TempFailError(replies, step="RCPT TO"),
         )
-        result = replace(
-            result,
+        result = result._replace(
             queued_id=queued.queued_id,
             queued_reason=queued.queued_reason,
             queued_for=later,
