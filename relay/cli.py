@@ -31,6 +31,7 @@ usage: sendmail [-t] [-i] [-f addr] [-F name] [-v] [-C file] [-au user] [-am met
                 [-N dsn] [-R ret] [-bm | -bv | -P] [--] [recipient...]
        sendmail -bp [-C file]            (list the queue, as mailq)
        sendmail -q [-v] [-C file]        (deliver the queue, as mailq --flush)
+       sendmail --serverinfo [-C file]   (what the mailhub offers; sends nothing)
        sendmail -V
 ssmtp's and sendmail's other flags (-oi -odb -oem -B8BITMIME -h N -L tag -O opt ...) are
 accepted and ignored. See sendmail(8)."""

@@ -488,9 +488,10 @@ def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
     if isinstance(err, socket.gaierror):
         return TempFailError(f"cannot resolve {hub.host}: {err.strerror}", step=step)
     if isinstance(err, OSError):
-        return TempFailError(
-            f"cannot talk to {hub} during {step}: {err.strerror or err}", step=step
-        )
+        reason = err.strerror or str(err)
+        if step.startswith("connect"):
+            return TempFailError(f"cannot connect to {hub}: {reason}", step=step)
+        return TempFailError(f"cannot talk to {hub} during {step}: {reason}", step=step)
     return RelayError(f"internal error during {step}: {type(err).__name__}: {err}", step=step)
 
 
