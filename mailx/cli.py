@@ -184,17 +184,26 @@ def _main(argv: Sequence[str]) -> int:
         say(str(err))
         sys.stderr.write(USAGE.split("\n\n", 1)[0] + "\n")
         return err.exit_code
+    session = Session(request, os.environ)
     try:
-        return Session(request, os.environ).run()
+        return session.run()
     except RelayError as err:
-        text = str(err)
-        if err.saved_to:
-            text += f"; message kept in {err.saved_to}"
-        say(text)
-        return err.exit_code
+        return report(err)
     except KeyboardInterrupt:
         say("interrupted")
         return 130
+    except Exception as err:  # a bug: one line, never a traceback, and the text kept
+        bug = RelayError(f"internal error: {type(err).__name__}: {err}")
+        session.keep_what_we_have(bug)
+        return report(bug)
+
+
+def report(err: RelayError) -> int:
+    text = str(err)
+    if err.saved_to:
+        text += f"; message kept in {err.saved_to}"
+    say(text)
+    return err.exit_code
 
 
 class Session:
@@ -207,6 +216,7 @@ class Session:
         self.vars: dict[str, str] = {}
         self.rc: MailRc | None = None
         self.message: EmailMessage | None = None
+        self.draft: Draft | None = None
 
     # -- configuration ----------------------------------------------------------------
 
@@ -255,7 +265,7 @@ class Session:
             check_argument(given)
         for path in request.attachments:
             check_readable(path, "attachment (-a)")
-        draft = self.read_body(subject)
+        draft = self.draft = self.read_body(subject)
         if draft is None:
             return os.EX_OK  # ~x: abandoned on purpose
         if not draft.body.strip() and (request.skip_empty or self.var("skipemptybody") is not None):
@@ -586,6 +596,16 @@ class Session:
             err.message += f"; and the message could not be kept: {failed}"
             err.exit_code = failed.exit_code
 
+    def keep_what_we_have(self, err: RelayError) -> None:
+        """After a bug: keep the built message, else the draft, if there is one."""
+        try:
+            if self.message is not None:
+                self.keep_message(self.message, err)
+            elif self.draft is not None:
+                self.keep_draft(self.draft, err)
+        except Exception as failed:  # the bug may be in keeping too: say so, don't hide it
+            err.message += f"; and the message could not be kept: {failed}"
+
     def keep_draft(self, draft: Draft, err: RelayError) -> None:
         """A failure before the message could be built: keep the text in dead.letter."""
         try:
@@ -603,10 +623,13 @@ class Session:
 
         bare = replace(draft, to=(), cc=(), bcc=(), custom_headers=(), attachments=())
         try:
-            message = build(bare)
-        except RelayError:
-            message = build(replace(bare, subject=None, sendcharsets=("utf-8",)))
-        return relay.save_dead_letter(bytes(message), "", self.dead_letter_path())
+            data = bytes(build(bare))
+        except Exception:
+            # Whatever broke the builder must not cost the text: keep the raw body
+            # under a plain Subject line (controls in it made spaces).
+            subject = "".join(c if c.isprintable() else " " for c in draft.subject or "")
+            data = f"Subject: {subject}\n\n".encode("utf-8", "replace") + draft.body
+        return relay.save_dead_letter(data, "", self.dead_letter_path())
 
 
 # -- checks and helpers ------------------------------------------------------------------

@@ -223,6 +223,9 @@ def _main(args: list[str]) -> int:
     except KeyboardInterrupt:
         _say(sys.stderr, "interrupted")
         return 130
+    except Exception as err:  # a bug outside sending (which keeps the message itself)
+        _say(sys.stderr, f"internal error: {type(err).__name__}: {err}")
+        return os.EX_SOFTWARE
 
 
 def _report(err: RelayError) -> None:
