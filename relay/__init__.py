@@ -51,6 +51,18 @@ def finish(status: int) -> int:
     os._exit(status)
 
 
+def reader_gone() -> int:
+    """The reader of our output went away (`mailq | head`): nothing to report to, so
+    point stdout at /dev/null (the exit flush cannot fail again) and exit EX_IOERR."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return os.EX_IOERR
+
+
 if TYPE_CHECKING:
     from relay.aliases import Expanded, expand
     from relay.config import Config

@@ -223,6 +223,10 @@ def _main(args: list[str]) -> int:
     except KeyboardInterrupt:
         _say(sys.stderr, "interrupted")
         return 130
+    except BrokenPipeError:  # `sendmail -bp | head`: the queue is as it was
+        from relay import reader_gone
+
+        return reader_gone()
     except Exception as err:  # a bug outside sending (which keeps the message itself)
         _say(sys.stderr, f"internal error: {type(err).__name__}: {err}")
         return os.EX_SOFTWARE
@@ -238,7 +242,12 @@ def _report(err: RelayError) -> None:
 def _run(opts: Options) -> int:
     from relay import config as config_module
 
-    config = config_module.load(opts.config)
+    try:
+        config = config_module.load(opts.config)
+    except RelayError as err:
+        if opts.mode == "send":  # the message is waiting on stdin: keep it, not drop it
+            _keep_without_config(err, config_module.Config(path=opts.config or "ssmtp.conf"))
+        raise
     for warning in config.warnings:
         sys.stderr.write(f"{PROG}: {warning}\n")
     overrides = {
@@ -267,6 +276,23 @@ def _run(opts: Options) -> int:
             return mailq.show(config)
         return mailq.run_flush(config, verbose=opts.verbose, password=opts.auth_pass, prog=PROG)
     return _send(opts, config)
+
+
+def _keep_without_config(err: RelayError, stand_in: Config) -> None:
+    """A broken config must not cost the message cron handed us: read it and append it
+    to dead.letter (`$DEAD` or `~/dead.letter`), which needs no configuration."""
+    from relay import submission
+    from relay.envelope import current_identity
+    from relay.message import Spooled, read_input
+
+    raw = read_input(sys.stdin.buffer)
+    try:
+        empty = raw.size == 0 if isinstance(raw, Spooled) else not raw
+        if not empty:
+            submission.keep(err, raw, current_identity(), stand_in, None)
+    finally:
+        if isinstance(raw, Spooled):
+            raw.close()
 
 
 def _send(opts: Options, config: Config) -> int:

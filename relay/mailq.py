@@ -169,12 +169,10 @@ def _main(args: Sequence[str]) -> int:
     except RelayError as err:
         say(sys.stderr, str(err))
         return err.exit_code
-    except BrokenPipeError:
-        # The reader went away (`mailq | head`): nothing to report to, and the queue is
-        # as it was. Point stdout at /dev/null so the final flush cannot fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return os.EX_IOERR
+    except BrokenPipeError:  # `mailq | head`: the queue is as it was
+        from relay import reader_gone
+
+        return reader_gone()
     except Exception as err:  # a bug: one line, and the queue is as it was (locks die)
         say(sys.stderr, f"internal error: {type(err).__name__}: {err}")
         return os.EX_SOFTWARE

@@ -191,3 +191,28 @@ def test_permanent_failure_at_flush_names_the_entry(
     assert "550 5.1.1 no such user" in line
     (kept,) = dead_letters(tmp_path)
     assert "550 5.1.1 no such user" in kept["X-Mailx-Relay-Failed"]
+
+
+def test_listing_into_a_closed_pipe_is_quiet_and_74(tmp_path: Path) -> None:
+    """`mailq | head` or `sendmail -bp | head`: no traceback, no 'internal error'."""
+    conf = write_config(tmp_path, None, mailhub=f"127.0.0.1:{closed_port()}", Queue="always")
+    env = {"RELAY_CONFIG": str(conf)}
+    queued = run("sendmail", ["a@example.com"], home=tmp_path, env=env, stdin=b"S: x\n\nhi\n")
+    assert queued.returncode == 0, queued.stderr
+    for argv in (["mailq"], ["mailq", "--json"], ["sendmail", "-bp"]):
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            done = subprocess.run(
+                [command(argv[0]), *argv[1:]],
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                env={**os.environ, **env, "HOME": str(tmp_path)},
+                timeout=30,
+                check=False,
+            )
+        finally:
+            os.close(writer)
+        assert done.returncode == os.EX_IOERR, argv
+        assert done.stderr == b"", argv
+    assert run("mailq", [], home=tmp_path, env=env).stdout.count(b"a@example.com") == 1

@@ -88,6 +88,10 @@ def test_missing_config_is_78(tmp_path: Path) -> None:
     line = assert_one_clean_line(done.stderr)
     assert str(path) in line
     assert "No such file" in line
+    # Nothing lost: the message cron piped in is in dead.letter, and stderr says so.
+    assert f"message kept in {tmp_path / 'dead.letter'}" in line
+    (kept,) = dead_letters(tmp_path)
+    assert kept.get_payload() == "x\n"
 
 
 def test_malformed_config_is_78_with_file_and_line(tmp_path: Path) -> None:
@@ -95,7 +99,9 @@ def test_malformed_config_is_78_with_file_and_line(tmp_path: Path) -> None:
     path.write_text("mailhub=h\nUseTLS=perhaps\n")
     done = run("sendmail", ["-C", str(path), "a@example.com"], home=tmp_path, stdin=b"x\n")
     assert done.returncode == os.EX_CONFIG
-    assert f"{path}:2: UseTLS: expected yes or no" in assert_one_clean_line(done.stderr)
+    line = assert_one_clean_line(done.stderr)
+    assert f"{path}:2: UseTLS: expected yes or no" in line
+    assert "message kept in" in line
 
 
 def test_server_down_with_queue_off_is_tempfail_and_kept(tmp_path: Path) -> None:
