@@ -469,7 +469,7 @@ def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
     if isinstance(err, smtp_wire.ReplyError):
         return _response_error(err.code, err.message, step)
     if isinstance(err, smtp_wire.MalformedReply):
-        return ProtocolError(f"{hub} sent a malformed reply during {step}", step=step)
+        return ProtocolError(f"{hub} sent a malformed reply during {step}: {err}", step=step)
     if ssl is not None and isinstance(err, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return TempFailError(f"{hub} cut the TLS handshake during {step}", step=step)
     if ssl is not None and isinstance(err, ssl.SSLError):

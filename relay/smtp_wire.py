@@ -8,6 +8,11 @@ a failure is classified) stays in `relay.smtp`; this module only speaks the prot
 
 - Replies (RFC 5321 4.2): multiline replies joined with LF, text stripped, lines of at
   most 8192 octets; a reply whose code is not three digits raises `MalformedReply`.
+- Every reply is bounded, because a hostile or broken server must not be able to keep
+  us reading: at most MAX_REPLY_LINES lines and MAX_REPLY_BYTES octets (else
+  `MalformedReply`), and all of it within `timeout` seconds counted from the moment we
+  start waiting for it (else `TimeoutError`). The socket timeout alone bounds only the
+  gap between two packets, which a server dripping one line at a time never exceeds.
 - A connection that ends, resets or times out is closed and `sock` set to None (as
   smtplib does): `Disconnected`, or the `TimeoutError`, names what happened.
 - PIPELINING (RFC 2920): MAIL, every RCPT and DATA go in one write when the server
@@ -24,6 +29,7 @@ a failure is classified) stays in `relay.smtp`; this module only speaks the prot
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -42,6 +48,9 @@ if TYPE_CHECKING:
 
 
 MAX_LINE = 8192
+#: RFC 5321 sets no limit on the lines of a reply; real EHLO replies have about 15.
+MAX_REPLY_LINES = 512
+MAX_REPLY_BYTES = 256 * 1024
 MAX_CHALLENGES = 5
 CRLF = b"\r\n"
 
@@ -116,14 +125,19 @@ class Client:
         if self.sock is None:
             raise Disconnected("not connected")
         try:
+            self.sock.settimeout(self.timeout)  # a reply may have left a shorter one
             self.sock.sendall(data)
         except OSError:
             self.close()
             raise
 
-    def _fill(self) -> None:
+    def _fill(self, deadline: float) -> None:
         assert self.sock is not None
+        left = deadline - time.monotonic()
         try:
+            if left <= 0:
+                raise TimeoutError("the server did not complete its reply in time")
+            self.sock.settimeout(left)
             chunk = self.sock.recv(65536)
         except OSError:
             self.close()
@@ -133,7 +147,7 @@ class Client:
             raise Disconnected("connection closed by the server")
         self._buf += chunk
 
-    def _line(self) -> bytes:
+    def _line(self, deadline: float) -> bytes:
         if self.sock is None:
             raise Disconnected("not connected")
         start = 0
@@ -145,7 +159,7 @@ class Client:
                 self.close()
                 raise MalformedReply("reply line too long")
             start = len(self._buf)
-            self._fill()
+            self._fill(deadline)
         if end > MAX_LINE:
             self.close()
             raise MalformedReply("reply line too long")
@@ -156,15 +170,23 @@ class Client:
     def reply(self) -> tuple[int, bytes]:
         """One reply, multiline ones joined with LF (smtplib's form)."""
         texts = []
+        total = 0
+        deadline = time.monotonic() + self.timeout
         while True:
-            line = self._line()
+            line = self._line(deadline)
             code_text = line[:3]
             if not (len(code_text) == 3 and code_text.isdigit()):
                 self.close()
                 raise MalformedReply(f"malformed reply line {line[:40]!r}")
             texts.append(line[4:].strip(b" \t\r\n"))
+            total += len(line)
             if line[3:4] != b"-":
                 break
+            if len(texts) >= MAX_REPLY_LINES or total > MAX_REPLY_BYTES:
+                self.close()
+                raise MalformedReply(
+                    f"reply too long (more than {len(texts)} lines or {MAX_REPLY_BYTES} octets)"
+                )
         code, message = int(code_text), b"\n".join(texts)
         if self.observer is not None:
             self.observer.received(code, message)

@@ -208,6 +208,71 @@ def test_silent_server_times_out(scripted: Any, tmp_path: Path) -> None:
     assert "timed out" in str(caught.value)
 
 
+def _endless_ehlo(peer: Peer, pause: float, stop: threading.Event) -> None:
+    """Greet, then answer EHLO with continuation lines forever (until the client leaves)."""
+    peer.send(b"220 hi\r\n")
+    peer.line()
+    while not stop.is_set():
+        peer.send(b"250-" + b"x" * 70 + b"\r\n")
+        if pause:
+            stop.wait(pause)
+
+
+def test_an_endless_reply_is_cut_off_by_its_size(scripted: Any, tmp_path: Path) -> None:
+    stop = threading.Event()
+    port, _ = scripted(lambda peer: _endless_ehlo(peer, 0, stop))
+    try:
+        with pytest.raises(RelayError) as caught:
+            session_for(tmp_path, port, Timeout=30)
+    finally:
+        stop.set()
+    assert caught.value.exit_code == os.EX_PROTOCOL
+    assert "reply too long" in str(caught.value)
+
+
+def test_a_reply_dripping_slowly_is_bounded_by_the_timeout(scripted: Any, tmp_path: Path) -> None:
+    """Each line comes well within the timeout, the whole reply never does."""
+    import time
+
+    stop = threading.Event()
+    port, _ = scripted(lambda peer: _endless_ehlo(peer, 0.05, stop))
+    started = time.monotonic()
+    try:
+        with pytest.raises(RelayError) as caught:
+            session_for(tmp_path, port, Timeout=0.5)
+    finally:
+        stop.set()
+    assert time.monotonic() - started < 5
+    assert caught.value.exit_code == os.EX_TEMPFAIL
+    assert "timed out" in str(caught.value)
+
+
+def test_a_spent_reply_deadline_does_not_shorten_the_next_write(scripted: Any) -> None:
+    """A reply leaves the socket timeout at what was left of its deadline; a big write
+    that has to wait for the server to read must get the whole timeout again."""
+    import time
+
+    big = b"x" * (8 << 20)
+
+    def script(peer: Peer) -> None:
+        peer.greet_and_ehlo(b"HELP")
+        time.sleep(0.5)  # not reading: the client's write blocks until we do
+        got = 0
+        while got < len(big):
+            chunk = peer.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError
+            got += len(chunk)
+
+    port, _ = scripted(script)
+    wired = client(port, timeout=5)
+    assert wired.ehlo()[0] == 250
+    assert wired.sock is not None
+    wired.sock.settimeout(0.01)  # as a nearly spent reply deadline leaves it
+    wired.write(big)
+    wired.close()
+
+
 # -- pipelining (RFC 2920) ------------------------------------------------------------------
 
 
