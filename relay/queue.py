@@ -510,7 +510,7 @@ class Queue:
         when = time.time() if now is None else now
         removed = []
         for name in os.listdir(self._tmp):
-            if not name.endswith(".done"):
+            if not name.endswith(".done") and not _writer_is_gone(name):
                 # A write in progress touches its directory every few milliseconds; one
                 # untouched for an hour belongs to a writer that died (or hangs, and
                 # will then fail its rename and keep the message in dead.letter).
@@ -642,6 +642,27 @@ class Locked:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _writer_is_gone(name: str) -> bool:
+    """True when the process that named tmp/`name` (its pid is in the id) no longer runs.
+
+    Such a write can never be committed, so it need not wait out TMP_MAX_AGE (a killed
+    burst of senders otherwise leaves its partial messages for an hour). A pid that was
+    reused by another process only delays the removal to the age rule: never too early.
+    """
+    if not _ID.match(name):
+        return False
+    pid = int(name.split(".")[2])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it runs, as another user
+        return False
+    return False
 
 
 def new_id(now: float) -> str:

@@ -33,6 +33,7 @@ from relay.queue import (
     backoff_delay,
     blames_message,
     default_dir,
+    new_id,
     queue_dir,
 )
 from relay.submission import submit
@@ -368,6 +369,31 @@ class TestBackoffAndCleaning:
         assert sorted(queue.clean_tmp(now=time.time())) == ["gone.done", "old"]
         assert [p.name for p in tmp.iterdir()] == ["fresh"]
 
+    def test_clean_tmp_removes_a_dead_writers_entry_at_once(
+        self, queue: Queue, qpath: Path
+    ) -> None:
+        """A sender killed mid-write leaves tmp/<id>; its pid is in the id, so a flush
+        need not wait an hour to reclaim the space. A living writer keeps its entry."""
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "30"])
+        try:
+            child_pid = child.pid
+            dead_pid = _exited_pid()
+            now = time.time()
+            stamp = new_id(now).split(".")
+            dead = f"{stamp[0]}.{stamp[1]}.{dead_pid}.abcdef"
+            alive = f"{stamp[0]}.{stamp[1]}.{child_pid}.abcdef"
+            mine = new_id(now)
+            for name in (dead, alive, mine):
+                (qpath / "tmp" / name).mkdir()
+                (qpath / "tmp" / name / "message").write_bytes(b"x" * 1000)
+            assert queue.clean_tmp(now=now) == [dead]
+            assert sorted(p.name for p in (qpath / "tmp").iterdir()) == sorted([alive, mine])
+        finally:
+            child.kill()
+            child.wait()
+
 
 # -- the submit policy --------------------------------------------------------------------
 
@@ -570,3 +596,12 @@ class TestSubmitPolicy:
         assert stored
         assert PASSWORD.encode() not in stored
         assert b"alice" not in stored.replace(b"alice@example.com", b"")
+
+
+def _exited_pid() -> int:
+    """The pid of a process that has exited and been reaped (and not reused yet)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
