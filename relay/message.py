@@ -437,8 +437,11 @@ def wire(message: Message, *, eight_bit_ok: bool = True) -> bytes | StreamedWire
     if message.spool is None:
         return to_wire(message, eight_bit_ok=eight_bit_ok)
     scan = scan_body(message.spool.blocks(message.body_offset))
-    long_header = any(len(line) > MAX_LINE for lines_ in message.fields for line in lines_)
-    if scan.unsafe or long_header or (not eight_bit_ok and scan.eight_bit):
+    if (
+        scan.unsafe
+        or _header_needs_work(message, eight_bit_ok)
+        or (not eight_bit_ok and scan.eight_bit)
+    ):
         return to_wire(message.loaded(), eight_bit_ok=eight_bit_ok)
     return StreamedWire(message, scan)
 
@@ -447,8 +450,11 @@ def to_wire(message: Message, *, eight_bit_ok: bool = True) -> bytes:
     """The message as it goes into DATA: CRLF everywhere, unsafe parts re-encoded."""
     message = message.loaded()
     lines = _body_lines(message.body)
-    long_header = any(len(line) > MAX_LINE for lines_ in message.fields for line in lines_)
-    if _unsafe(lines) or long_header or (not eight_bit_ok and has_8bit(message.body)):
+    if (
+        _unsafe(lines)
+        or _header_needs_work(message, eight_bit_ok)
+        or (not eight_bit_ok and has_8bit(message.body))
+    ):
         return _reencode(message, eight_bit_ok=eight_bit_ok)
     body = b"".join(line + b"\r\n" for line in lines)
     return message.header_bytes() + b"\r\n" + body
@@ -462,10 +468,13 @@ def _reencode(message: Message, *, eight_bit_ok: bool) -> bytes:
     from email.policy import SMTP
     from io import BytesIO
 
+    # 998, not 78: a header that is fine as it came (a long References line) is kept as
+    # it is; the ones that are not were folded to 78 by `_refolded` already.
     policy = SMTP.clone(max_line_length=MAX_LINE)
     # Line ends become LF for the parser; a CR that is not part of CRLF stays a CR.
     body = b"".join(line + b"\n" for line in _body_lines(message.body))
-    raw = b"".join(b"\n".join(lines) + b"\n" for lines in message.fields) + b"\n" + body
+    fields = [_refolded(lines, eight_bit_ok) for lines in message.fields]
+    raw = b"".join(b"\n".join(lines) + b"\n" for lines in fields) + b"\n" + body
     parsed = BytesParser(policy=policy).parsebytes(raw)
     changed = False
     for part in parsed.walk():
@@ -500,6 +509,33 @@ def _reencode(message: Message, *, eight_bit_ok: bool) -> bytes:
     if not wire.endswith(b"\r\n"):
         wire += b"\r\n"
     return wire
+
+
+def _header_needs_work(message: Message, eight_bit_ok: bool) -> bool:
+    """A header line over 998 octets (RFC 5322 2.1.1), or 8-bit octets in the header for
+    a server that takes no 8-bit data (RFC 6532 needs SMTPUTF8 for them; a server
+    without even 8BITMIME must get RFC 2047 encoded-words)."""
+    return any(_field_needs_work(lines, eight_bit_ok) for lines in message.fields)
+
+
+def _field_needs_work(lines: list[bytes], eight_bit_ok: bool) -> bool:
+    return any(len(line) > MAX_LINE or (not eight_bit_ok and not line.isascii()) for line in lines)
+
+
+def _refolded(lines: list[bytes], eight_bit_ok: bool) -> list[bytes]:
+    """A field that cannot travel as it is, folded again by the email package: RFC 2047
+    encoded-words of at most 75 octets (RFC 2047 section 2), never the 998-octet words a
+    fold at the line limit would give. The package's words can be one octet longer than
+    the line limit allows, hence 76, not 78 (measured in the tests)."""
+    if not _field_needs_work(lines, eight_bit_ok):
+        return lines
+    from email.policy import SMTP
+
+    name, _, value = b"".join(lines).partition(b":")
+    text = " ".join(value.decode("utf-8", "surrogateescape").split())
+    policy = SMTP.clone(max_line_length=76)
+    folded: str = policy.header_factory(name.decode("ascii").strip(), text).fold(policy=policy)
+    return folded.encode("ascii").rstrip(b"\r\n").split(b"\r\n")
 
 
 def _bare_cr(data: bytes) -> bool:

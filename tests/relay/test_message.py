@@ -157,3 +157,44 @@ def test_any_body_is_unambiguous_and_intact(body: bytes, eight_bit_ok: bool) -> 
         expected += b"\n"
     expected = expected.replace(b"\r\n", b"\n")
     assert body_of(wire) == expected
+
+
+ENCODED_WORD = re.compile(rb"=\?[^?]+\?[qQbB]\?[^?]*\?=")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["é" * 3000, "a" * 3000, "ä " + "a" * 3000, "日本語" * 500],
+    ids=["accented", "ascii-word", "mixed", "cjk"],
+)
+@pytest.mark.parametrize("eight_bit_ok", [True, False])
+def test_a_huge_subject_becomes_short_encoded_words(subject: str, eight_bit_ok: bool) -> None:
+    """RFC 2047 section 2: an encoded-word is at most 75 octets, however long the text;
+    and the reader gets the subject back exactly."""
+    raw = f"To: a@example.com\nSubject: {subject}\n\nbody\n".encode()
+    wire = to_wire(parse(raw), eight_bit_ok=eight_bit_ok)
+    assert_unambiguous(wire)
+    words = ENCODED_WORD.findall(wire)
+    assert words
+    assert max(len(word) for word in words) <= 75
+    assert max(len(line) for line in wire_lines(wire)) <= 78
+    parsed = message_from_bytes(wire, policy=policy.default)
+    assert parsed["Subject"] == subject
+
+
+def test_an_8bit_header_is_encoded_for_a_server_without_8bit() -> None:
+    raw = "To: a@example.com\nSubject: Grüße aus Köln\n\nplain body\n".encode()
+    wire = to_wire(parse(raw), eight_bit_ok=False)
+    assert wire.isascii()
+    assert b"Subject: =?utf-8?" in wire
+    assert message_from_bytes(wire, policy=policy.default)["Subject"] == "Grüße aus Köln"
+    # Untouched headers stay byte for byte, and a server taking 8-bit gets it as it came.
+    assert b"To: a@example.com\r\n" in wire
+    assert to_wire(parse(raw), eight_bit_ok=True) == raw.replace(b"\n", b"\r\n")
+
+
+def test_a_long_but_legal_header_is_not_refolded() -> None:
+    references = " ".join(f"<{i}.{'x' * 20}@example.com>" for i in range(3))
+    raw = f"To: a@example.com\nReferences: {references}\nSubject: s\n\n\0 forces re-encoding\n"
+    wire = to_wire(parse(raw.encode()), eight_bit_ok=False)
+    assert f"References: {references}\r\n".encode() in wire
