@@ -264,8 +264,13 @@ def _run(opts: Options) -> int:
         return os.EX_OK
     if opts.mode == "serverinfo":
         from relay import serverinfo
+        from relay.smtp import CertificateRejected
 
-        sys.stdout.write(serverinfo.describe(config))
+        try:
+            sys.stdout.write(serverinfo.describe(config))
+        except CertificateRejected as err:
+            sys.stdout.write(err.report or "")
+            raise
         return os.EX_OK
     if opts.mode == "verify":
         return _verify(opts, config)

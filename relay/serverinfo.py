@@ -3,6 +3,11 @@
 Connects as a delivery would (TLS mode, certificate checks, pin), stops before AUTH and
 sends nothing: capabilities, TLS version and cipher, the certificate's subject, issuer,
 validity and SHA-256 fingerprint, and the AUTH methods offered after TLS.
+
+A certificate that fails verification is still shown, marked NOT TRUSTED with the reason:
+its fingerprint is what an admin pins with `TLSFingerprint` for a self-signed hub. For
+that a second connection is made without verification; it too says only EHLO, STARTTLS
+and QUIT, and the status stays 69 so that no script mistakes it for a working setup.
 """
 
 from __future__ import annotations
@@ -11,7 +16,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from relay.config import Config
-from relay.smtp import AUTH_PREFERENCE, OAUTH_METHODS, fingerprint, open_session
+from relay.smtp import (
+    AUTH_PREFERENCE,
+    OAUTH_METHODS,
+    CertificateRejected,
+    Session,
+    fingerprint,
+    open_session,
+)
 
 
 def _name(parts: Iterable[Any]) -> str:
@@ -28,7 +40,17 @@ def _name(parts: Iterable[Any]) -> str:
 
 
 def describe(config: Config) -> str:
-    session = open_session(config, login=False)
+    """The report; raises `CertificateRejected` (with `.report`) for an untrusted hub."""
+    try:
+        session = open_session(config, login=False)
+    except CertificateRejected as err:
+        probe = config._replace(tls_verify=False, tls_fingerprint=None)
+        err.report = _report(probe, open_session(probe, login=False), untrusted=str(err))
+        raise
+    return _report(config, session)
+
+
+def _report(config: Config, session: Session, untrusted: str | None = None) -> str:
     try:
         client = session.client
         assert client is not None
@@ -55,6 +77,8 @@ def describe(config: Config) -> str:
                     lines.append(f"certificate names: {names}")
                 lines.append(f"certificate valid from: {cert.get('notBefore')}")
                 lines.append(f"certificate valid until: {cert.get('notAfter')}")
+            elif untrusted is not None:
+                lines.append(f"certificate: NOT TRUSTED ({untrusted})")
             else:
                 lines.append("certificate: not verified (TLSFingerprint or TLSVerify=no)")
             if der:

@@ -107,6 +107,13 @@ def normalise_fingerprint(text: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
 
 
+class CertificateRejected(UnavailableError):
+    """The server's certificate failed verification (chain, name or dates)."""
+
+    #: `--serverinfo` only: what an unverified look at the server showed.
+    report: str | None = None
+
+
 def fingerprint(der: bytes) -> str:
     import hashlib
 
@@ -463,7 +470,7 @@ def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
     """Map an exception from `relay.smtp_wire`, ssl or socket to the relay's error tree."""
     ssl = sys.modules.get("ssl")  # an SSL error means ssl was imported
     if ssl is not None and isinstance(err, ssl.SSLCertVerificationError):
-        return UnavailableError(
+        return CertificateRejected(
             f"TLS certificate of {hub.host} rejected: {err.verify_message}", step=step
         )
     if isinstance(err, smtp_wire.ReplyError):

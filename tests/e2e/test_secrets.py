@@ -195,3 +195,33 @@ def test_serverinfo_prints_fields_and_sends_nothing(
     ):
         assert field in out
     assert hub.messages == []
+
+
+def test_serverinfo_shows_an_untrusted_certificate_for_pinning(
+    tmp_path: Path, mailhub: MailHubFactory, server_cert: trustme.LeafCert
+) -> None:
+    """A self-signed (here: unknown CA) hub: the report marks the certificate NOT TRUSTED,
+    shows its fingerprint, exits 69, says nothing but EHLO and QUIT; and pinning that
+    fingerprint then delivers, as relay.conf(5) tells the admin to do."""
+    hub = mailhub(tls="implicit", cert=server_cert)
+    conf = write_config(tmp_path, hub)  # no TLS_CA_File: the test CA is unknown
+    done = run("sendmail", ["--serverinfo"], home=tmp_path, env={"RELAY_CONFIG": str(conf)})
+    assert done.returncode == 69, done.stderr
+    out = done.stdout.decode()
+    assert "certificate: NOT TRUSTED (TLS certificate of 127.0.0.1 rejected:" in out
+    pin = out.split("certificate sha256 fingerprint: ")[1].split()[0]
+    assert len(pin.replace(":", "")) == 64
+    assert b"rejected" in done.stderr
+    assert hub.messages == []
+    assert not any(c.startswith(("MAIL", "RCPT", "AUTH", "DATA")) for c in hub.commands)
+
+    pinned = write_config(tmp_path, hub, TLSFingerprint=pin)
+    sent = run(
+        "sendmail",
+        ["alice@example.com"],
+        home=tmp_path,
+        env={"RELAY_CONFIG": str(pinned)},
+        stdin=b"Subject: pinned\n\nhi\n",
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert len(hub.messages) == 1
