@@ -765,6 +765,8 @@ class MailRc:
 
     aliases: dict[str, list[Member]] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)
+    #: variable -> (file, line) of the `set` that gave its value; -S values have none.
+    origins: dict[str, tuple[str, int]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[RcFile] = field(default_factory=list)
     commands: list[AliasCommand] = field(default_factory=list)
@@ -950,6 +952,7 @@ class _Evaluator:
                 continue
             if name not in self.fixed:  # -S beats the files, as in s-nail
                 self.rc.variables[name] = value
+                self.rc.origins[name] = (path, st.line)
 
     def source(self, path: str, st: Statement) -> None:
         if not self.follow_source or not st.words:

@@ -66,6 +66,7 @@ def reader_gone() -> int:
 if TYPE_CHECKING:
     from relay.aliases import Expanded, expand
     from relay.config import Config
+    from relay.config import from_settings as config_from_settings
     from relay.config import load as load_config
     from relay.credentials import resolve as resolve_password
     from relay.deadletter import save as save_dead_letter
@@ -78,6 +79,7 @@ _LAZY = {
     "expand": ("relay.aliases", "expand"),
     "Config": ("relay.config", "Config"),
     "load_config": ("relay.config", "load"),
+    "config_from_settings": ("relay.config", "from_settings"),
     "resolve_password": ("relay.credentials", "resolve"),
     "save_dead_letter": ("relay.deadletter", "save"),
     "Identity": ("relay.envelope", "Identity"),
@@ -118,6 +120,7 @@ __all__ = [
     "UnavailableError",
     "UsageError",
     "__version__",
+    "config_from_settings",
     "current_identity",
     "expand",
     "finish",

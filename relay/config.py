@@ -262,15 +262,43 @@ def parse(text: str, path: str) -> Config:
             if key.lower() not in _IGNORED:
                 warnings.append(f"{path}:{number}: unknown key '{key}' ignored")
             continue
-        name, convert = spec
-        value = split_value(rest, path, number)
-        try:
-            # An empty text value (`rewriteDomain=`) means unset, as in ssmtp.
-            values[name] = None if convert is _text and not value else convert(value)
-        except ValueError as err:
-            raise ConfigError(f"{key}: {err}", path=path, line=number) from None
-        sources[name] = f"{path}:{number}"
+        _set(values, spec, key, split_value(rest, path, number), path, number)
+        sources[spec[0]] = f"{path}:{number}"
     return Config(path=path, sources=sources, warnings=tuple(warnings), **values)  # type: ignore[arg-type]
+
+
+def from_settings(settings: Mapping[str, tuple[str, str, int | None]], path: str) -> Config:
+    """A config from ssmtp.conf keys given by another front end (mail's `mta=smtp://...`
+    account in a mail.rc): key -> (value, file, line). The same parsers and checks as
+    the file; `path` names the settings as a whole in messages."""
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for key, (value, where, number) in settings.items():
+        spec = _KEYS.get(key.lower())
+        if spec is None:
+            raise ValueError(f"not a relay setting: {key}")
+        _set(values, spec, key, value, where, number)
+        sources[spec[0]] = f"{where}:{number}" if number is not None else where
+    config = Config(path=path, sources=sources, **values)  # type: ignore[arg-type]
+    if not config.mailhubs:
+        raise ConfigError("no mailhub set", path=path)
+    return config
+
+
+def _set(
+    values: dict[str, object],
+    spec: tuple[str, Callable[[str], object]],
+    key: str,
+    value: str,
+    path: str,
+    number: int | None,
+) -> None:
+    name, convert = spec
+    try:
+        # An empty text value (`rewriteDomain=`) means unset, as in ssmtp.
+        values[name] = None if convert is _text and not value else convert(value)
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}", path=path, line=number) from None
 
 
 def parse_revaliases(text: str, path: str) -> dict[str, RevAlias]:
