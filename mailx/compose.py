@@ -13,10 +13,14 @@ Decisions, where s-nail leaves room or where we differ from it:
 * MIME-Version and Content-Type are always written, even for a plain ASCII body
   (s-nail writes none then). RFC 2045 section 5.2 makes both forms mean the same; one
   code path is simpler and states the charset explicitly.
-* Text line ends: LF, CRLF and a lone CR each end a line, and a text body that does not
-  end in a newline gets one. RFC 2046 section 4.1.1 allows CR and LF in text only as the
-  CRLF pair, and SMTP ends the data with CRLF anyway. s-nail instead keeps a lone CR as
-  `=0D` and a missing final newline as a trailing soft break. An empty body stays empty.
+* The body arrives as it was given, byte for byte once decoded. Text with LF line ends
+  that ends in a newline goes 7bit or quoted-printable, whose line breaks readers turn
+  into their own. A body that a line-based encoding cannot carry exactly (a CR anywhere,
+  so a lone CR or CRLF line ends, or no newline at the end) goes base64 as text/plain:
+  RFC 2046 section 4.1.1 allows CR and LF in text only as the CRLF pair, which every
+  decoder may turn into its own newline, and SMTP ends the data with CRLF. s-nail keeps
+  the same bytes with quoted-printable `=0D` and a trailing soft break, which decoders
+  that keep CRLF give back differently. An empty body stays empty.
 * Body charset: `us-ascii` for ASCII text, else the first of `sendcharsets` that can hold
   the text, else `utf-8` (s-nail's `charset-8bit`). The body is read in `input_charset`
   (s-nail's `ttycharset`, default UTF-8).
@@ -445,6 +449,13 @@ def _set_text(
     if not text:
         part.set_content("", charset="us-ascii", cte="7bit", disposition=disposition)
         part.set_payload("")  # set_content writes one empty line; an empty body stays empty
+        return
+    if "\r" in text or not text.endswith("\n"):
+        data = body if label is not None else text.encode(charset)
+        params = {"charset": label or charset}
+        part.set_content(
+            data, "text", "plain", cte="base64", disposition=disposition, params=params
+        )
         return
     cte = "7bit" if _is_7bit(text.encode(charset)) else "quoted-printable"
     part.set_content(text, charset=charset, cte=cte, disposition=disposition)

@@ -69,6 +69,26 @@ def test_archwiki_alias_reaches_the_address_with_its_display_name(
     assert names.index("date") < names.index("to") < names.index("subject")
 
 
+@pytest.mark.parametrize(
+    "body", [b"a\rb\r\nc", b"no final newline", b"crlf\r\nlines\r\n", b"lf\nlines\n"]
+)
+def test_the_body_arrives_byte_for_byte(
+    tmp_path: Path, mailhub: MailHubFactory, body: bytes
+) -> None:
+    """`printf 'a\\rb\\r\\nc' | mail -s t user@example.org`: the reader decodes exactly the
+    bytes that were piped in (lone CR, CRLF, no final newline), as with s-nail."""
+    hub = mailhub()
+    done = mail(tmp_path, setup(tmp_path, hub), "-s", "t", "user@example.org", body=body)
+    assert done.returncode == 0, done.stderr
+    (received,) = hub.wait_for(1)
+    message = email.message_from_bytes(received.data, policy=email.policy.default)
+    payload = message.get_payload(decode=True)
+    if message["Content-Transfer-Encoding"] != "base64":  # line-based: CRLF breaks are LF
+        assert isinstance(payload, bytes)
+        payload = payload.replace(b"\r\n", b"\n")
+    assert payload == body
+
+
 def test_unaliased_local_user_is_refused_and_kept(tmp_path: Path, mailhub: MailHubFactory) -> None:
     hub = mailhub()
     done = mail(tmp_path, setup(tmp_path, hub), "-s", "x", "nosuchuser1234", body=b"hi\n")
