@@ -29,6 +29,7 @@ from relay.errors import (
     UsageError,
 )
 
+# The one version source: pyproject.toml reads it (tool.setuptools.dynamic).
 __version__ = "0.1.0"
 
 
