@@ -1,6 +1,6 @@
 """`make bench`: mailx-relay against msmtp (and s-nail), side by side, targets T1-T8.
 
-Issue 7 / DESIGN section 8. Every scenario runs the candidate and the baseline in turns
+Why it matters: docs/architecture.md. Every scenario runs the candidate and the baseline in turns
 (candidate first on even rounds, baseline first on odd ones), after one unmeasured warm-up
 each, against the bench's own loopback server (`bench/server.py`). Wall time is taken
 around each child process. Peak RSS comes from the warm-up run, made under

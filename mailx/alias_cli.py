@@ -1,7 +1,7 @@
 """`mail-alias`: list, show, add, remove, rename and check the aliases of a mail.rc.
 
 Concern: argv (docopt-ng) to `mailx.mailrc` / `mailx.aliasbook` calls, their results to
-stdout, and every error to one stderr line and a sysexits code (DESIGN sections 3.4, 6):
+stdout, and every error to one stderr line and a sysexits code (mail-alias(1) EXIT STATUS):
 64 usage, 65 invalid name or address (or `check` found errors), 67 no such alias,
 70 internal error, 73 file not writable, 74 write failed, 78 unreadable mail.rc.
 Only what parsing argv needs is imported at module level; `--help` and a usage error

@@ -7,7 +7,7 @@ checked before anything is sent, the message built (`mailx.compose`), then deliv
 `relay.submit` in this process, or an external `mta` program invoked as s-nail invokes
 it. From the moment the body is read, every failure keeps the message in dead.letter.
 
-Exit codes are sysexits (DESIGN section 6), not s-nail's 4: a script can tell a usage
+Exit codes are sysexits (mail(1) EXIT STATUS), not s-nail's 4: a script can tell a usage
 error (64) from a bad address (65), an unknown local user (67) or a mailhub down (75).
 """
 
@@ -361,7 +361,7 @@ class Session:
         return self.run_compose(replace(draft, body=prefix), sys.stdin.buffer, allow_shell=True)
 
     def feed_escapes(self, draft: Draft, data: bytes) -> Draft | None:
-        """`-~` on a pipe: escapes honoured, but never `~!` (DESIGN V10)."""
+        """`-~` on a pipe: escapes honoured, but never `~!` (piped text never runs a shell)."""
         from dataclasses import replace
         from io import BytesIO
 
@@ -470,7 +470,7 @@ class Session:
         sys.stderr.flush()
 
     def envelope_from(self) -> tuple[str | None, str | None]:
-        """(address, display name) from -r; None lets the relay decide (DESIGN 3.1)."""
+        """(address, display name) from -r; None lets the relay decide (mail(1), -r)."""
         if not self.request.from_:
             return None, None
         from email.utils import parseaddr
@@ -518,7 +518,7 @@ class Session:
 
     def wire_input(self, message: EmailMessage) -> EmailMessage | Spooled:
         """The message for `relay.submit`: itself, or written to a temporary file when it
-        has big attachments, so that they are encoded a piece at a time (DESIGN 8)."""
+        has big attachments, so that they are encoded a piece at a time, never held whole."""
         from email.policy import SMTP
 
         import relay

@@ -1,4 +1,4 @@
-"""Build the message `mail` sends: RFC 5322 headers and a MIME body (DESIGN 3.1).
+"""Build the message `mail` sends: RFC 5322 headers and a MIME body (mail(1) MESSAGE).
 
 Everything on the wire is made by the standard library's `email` package: header
 folding and RFC 2047 encoded-words, address quoting, RFC 2231 file names, quoted-printable
@@ -43,7 +43,7 @@ Decisions, where s-nail leaves room or where we differ from it:
   them (ASCII, no lone CR, no control, short lines, no `From ` line; only the line ends
   become CRLF, the canonical form), otherwise base64; everything else base64. An unknown
   type is `text/plain` when the file is UTF-8 text, else `application/octet-stream`.
-  A big binary attachment (over `STREAM_AT`) is the exception (DESIGN 8): the file is
+  A big binary attachment (over `STREAM_AT`) is the exception: the file is
   opened once and its base64 made from it when the message is written, a piece at a
   time by `render` (which `mail` uses to deliver), whole for anything else that reads
   the part; the output is the same byte for byte.

@@ -1050,7 +1050,7 @@ def home_directory(environ: Mapping[str, str]) -> str:
 def default_rc_paths(
     environ: Mapping[str, str], home: str, *, no_system: bool = False
 ) -> list[str]:
-    """The files `mail` reads, in order (DESIGN section 4): the system file unless `-n`
+    """The files `mail` reads, in order (mail(1) FILES): the system file unless `-n`
     (`no_system`) or MAILX_NO_SYSTEM_RC is set (to anything, as in s-nail), then the
     user's."""
     paths: list[str] = []

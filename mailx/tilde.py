@@ -1,4 +1,4 @@
-"""Interactive compose: s-nail's tilde escapes as a line-driven state machine (DESIGN 3.1).
+"""Interactive compose: s-nail's tilde escapes as a line-driven state machine (mail(1)).
 
 `Compose` is fed the lines of the message one at a time and answers with an `Action`
 when the message is finished or abandoned. It does no I/O of its own: reading files,

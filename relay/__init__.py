@@ -1,7 +1,7 @@
 """mailx-relay's relay: the public API the `mail` front end calls in-process.
 
     import relay
-    config = relay.load_config()            # ssmtp.conf + revaliases (DESIGN section 4)
+    config = relay.load_config()            # ssmtp.conf + revaliases (relay.conf(5))
     result = relay.submit(message, config=config, recipients=["archuser"])
 
 `submit` delivers the message now, or queues it durably (`Queue=`; `Result.queued_id`),
@@ -29,6 +29,7 @@ from relay.errors import (
     UsageError,
 )
 
+# The one version source: pyproject.toml reads it (tool.setuptools.dynamic).
 __version__ = "0.1.0"
 
 

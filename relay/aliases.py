@@ -6,7 +6,7 @@ catches every local name without an entry of its own), and the front end's mail.
 aliases (`mailx.mailrc` reads those). Both are expanded by `expand()`, so nesting,
 `\\name` and loop refusal behave the same in both.
 
-Rules (s-nail's, with DESIGN section 3.1's loop refusal):
+Rules (s-nail's, except that a loop is refused: mail.rc(5) "DIFFERENCES FROM S-NAIL"):
 - a member that names another alias is expanded recursively;
 - a member equal to the alias being expanded stays as that name (`alias john john
   john@x`): self-reference is not a loop;

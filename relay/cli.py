@@ -1,6 +1,6 @@
 """`sendmail`: the ssmtp/msmtp/sendmail command line, and nothing else.
 
-The argv parser is written by hand (DESIGN 3.2: docopt cannot parse `-oi` or `-auUSER`).
+The argv parser is written by hand: docopt cannot parse `-oi` or `-auUSER`.
 It accepts sendmail's flags the way getopt does (bundled, value attached or in the next
 argument) and gives each ignored flag exactly the value it takes, so `-odb` or `-Nnever`
 can never swallow a recipient (ssmtp's bugs). Options may follow recipients, as ssmtp and

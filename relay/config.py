@@ -45,7 +45,7 @@ class RevAlias(NamedTuple):
 
 class Config(NamedTuple):
     """The relay's settings. A NamedTuple, not a dataclass: `dataclasses` imports
-    `inspect`, about a fifth of a small message's start-up (`make bench`, T2)."""
+    `inspect`, about a fifth of a small message's start-up (measured with `make bench`)."""
 
     path: str
     mailhubs: tuple[Mailhub, ...] = ()

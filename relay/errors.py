@@ -1,6 +1,6 @@
 """The relay's error tree: every failure the relay can report, each with its sysexits code.
 
-Exit codes are decided here and nowhere else (DESIGN section 6): a caller catches
+Exit codes are decided here and nowhere else (docs/architecture.md, "Exit codes"): a caller catches
 `RelayError` and exits with `err.exit_code`. Each error carries structured fields (the
 file and line of a config error, the SMTP step and server reply of a delivery error) so
 the one-line message on stderr says what failed, where, and what to do next.
@@ -20,7 +20,7 @@ class RelayError(Exception):
     exit_code: int = os.EX_SOFTWARE
     #: dead.letter file the message was appended to, once the relay has kept it.
     saved_to: str | None = None
-    #: For a partial delivery: the `relay.submit.Result` of what was accepted.
+    #: For a partial delivery: the `relay.submission.Result` of what was accepted.
     result: object | None = None
 
     def __init__(

@@ -420,7 +420,7 @@ class _Link:
 
     def alive(self) -> bool:
         client = self.session.client if self.session is not None else None
-        # smtplib closes its socket on every transport failure (EOF, reset, timeout).
+        # relay.smtp_wire closes its socket on every transport failure (EOF, reset, timeout).
         return client is not None and client.sock is not None
 
     def get(self) -> Session:

@@ -8,9 +8,12 @@ The queue logic is `relay.queue` (storage, locks, back-off) and `relay.flush` (s
 Imports are lazy: listing an empty queue loads neither `email`, `ssl` nor `smtplib`,
 since a monitoring check may run it every minute.
 
-Exit status (documented in mailq(1)): listing and deleting 0 unless the configuration (78)
-or the queue directory (73) is unusable; a flush 0 when everything due was sent or stays
-queued for a temporary reason, else the status `FlushReport.exit_code` gives.
+Exit status (mailq(1) EXIT STATUS): listing 0 unless the configuration (78) or the queue
+directory (73) is unusable; deleting 66 for an id not in the queue, 65 for a corrupt
+entry, 75 for one being delivered, 73/74 when dead.letter cannot be written; a flush 0
+when everything due was sent or stays queued for a temporary reason, else the status
+`FlushReport.exit_code` gives (a failed session first, then a local write error, then 69
+for entries given up, then 65 for corrupt ones).
 """
 
 from __future__ import annotations

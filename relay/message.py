@@ -4,13 +4,13 @@ The message is read whole before any SMTP begins (so a failure can always keep i
 header block is parsed as raw lines so that nothing we do not mean to change is changed,
 and the body is passed through byte for byte unless it cannot travel as it is.
 
-A big message (over `SPOOL_AT`) is never held in memory (DESIGN 8): `read_input` copies
+A big message (over `SPOOL_AT`) is never held in memory: `read_input` copies
 it to an unlinked temporary file (`Spooled`), `parse` reads only its header block, and
 `wire` streams the body from the file in fixed-size chunks that each end a line, with the
 line ends normalised to CRLF on the way (`StreamedWire`). A body that needs re-encoding
 (see below) is the exception: it is loaded, since the `email` package needs it whole.
 
-Fix-ups (DESIGN 3.2, as OpenSMTPD's enqueue and msmtp): Date, Message-ID and From added
+Fix-ups (sendmail(8) "Headers", as OpenSMTPD's enqueue and msmtp): Date, Message-ID and From added
 when missing (RFC 5322 3.6); Bcc and Resent-Bcc always removed (RFC 5322 3.6.3 leaves the
 choice; sending them to every recipient leaks them); a leading mbox `From ` line dropped.
 

@@ -5,7 +5,7 @@ anything is sent), header fix-ups, then delivery or the queue. From the moment t
 message is read, every failure ends with the message kept: the `RelayError` raised
 carries `saved_to`, the dead.letter path the whole original message was appended to.
 
-The queue policy (DESIGN 7, `Queue=`) lives here so that `sendmail` and the `mail` front
+The queue policy (`Queue=`, relay.conf(5)) lives here so that `sendmail` and the `mail` front
 end, which calls `submit` in-process, behave the same:
 - `fallback` (default): deliver now; on a temporary failure (4xx, unreachable, timeout,
   TLS handshake cut) queue the message for the recipients not yet served, and return a
@@ -87,7 +87,7 @@ def prepare(
     identity: Identity | None = None,
     resolver: Resolver | None = None,
 ) -> Prepared:
-    """Parse, resolve sender and recipients (DESIGN 5), fix headers (DESIGN 3.2)."""
+    """Parse, resolve sender and recipients, fix headers (docs/architecture.md, "Sender")."""
     from relay import envelope, message
 
     parsed = message.parse(raw)
@@ -264,8 +264,8 @@ def _deliver_or_queue(
         return enqueue(prepared, config, dead_letter=dead_letter, reason=str(err), failure=err)
     if not refused:
         return result
-    # A partial delivery (DESIGN V22): accepted recipients are done; 4xx ones are queued
-    # when the policy allows; 5xx ones make the whole call fail, message kept.
+    # A partial delivery (docs/architecture.md, "Partial refusals"): accepted recipients
+    # are done; 4xx ones are queued when the policy allows; 5xx ones fail the call, kept.
     later = tuple(r for r, (code, _) in refused.items() if 400 <= code < 500)
     note = ""
     if fallback and later:

@@ -1,4 +1,4 @@
-"""The installed `mail`, as a user types it, against a real server (DESIGN 3.1, 5)."""
+"""The installed `mail`, as a user types it, against a real server (mail(1))."""
 
 from __future__ import annotations
 

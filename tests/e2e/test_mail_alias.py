@@ -246,7 +246,7 @@ def test_real_snail_reads_what_mail_alias_wrote(tmp_path: Path, rc: Path) -> Non
     importlib.util.find_spec("mailx.cli") is None, reason="the mail front end is not built yet"
 )
 def test_mail_reads_what_mail_alias_wrote(tmp_path: Path, rc: Path) -> None:
-    """DESIGN 3.1: `mail` expands the alias into the envelope and the To header."""
+    """`mail` expands the alias into the envelope and the To header (mail(1))."""
     assert mail_alias(tmp_path, "add", "archuser", "My Name <someone@example.com>")[0] == 0
     mta = recorder(tmp_path)
     result = run(

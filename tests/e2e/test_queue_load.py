@@ -1,7 +1,7 @@
 """A burst while the mailhub is down, then one flush: every message exactly once, over one
 connection, counted by Message-ID at the server.
 
-Size: MAILX_FULL=1 runs the issue's 20 concurrent senders x 50 messages (1,000 `sendmail`
+Size: MAILX_FULL=1 runs 20 concurrent senders x 50 messages (1,000 `sendmail`
 processes; about a minute on 2 cores). By default 4 senders x 10 messages, so `make test`
 stays quick; the code paths are the same.
 """

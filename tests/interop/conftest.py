@@ -1,4 +1,4 @@
-"""Real programs from Debian packages delivering through our sendmail (issue 8).
+"""Real programs from Debian packages delivering through our sendmail.
 
 Each test runs a program the way its users run it (s-nail, bsd-mailx, mutt, git
 send-email, cron's sendmail command lines), with our installed `sendmail` (the console

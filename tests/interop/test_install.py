@@ -154,7 +154,7 @@ def test_install_deliver_uninstall_leaves_the_sandbox_as_it_was(
     assert script.startswith(f"#!{prefix}/venv/bin/python")
     assert not list((prefix / "venv/lib").glob("python3*/site-packages/__editable__*"))
 
-    # The "done when": both commands deliver through a configured mailhub.
+    # What an install must give: both commands deliver through a configured mailhub.
     hub = mailhub()
     config = write_config(tmp_path, hub)
     home = tmp_path / "home"

@@ -735,7 +735,7 @@ def test_attachment_without_permission_is_no_input(files: Path) -> None:
 
 @pytest.mark.slow
 def test_large_attachment_peak_memory_is_a_small_multiple(tmp_path: Path) -> None:
-    """DESIGN section 8: a 20 MB attachment is not copied over and over.
+    """A 20 MB attachment is not copied over and over (docs/architecture.md, "Large messages").
 
     Modest size by default, the full 20 MiB with MAILX_FULL=1. Measured at 20 MiB:
     build peak about 4.7x the file (the email package's base64 line list), bytes()
@@ -758,7 +758,7 @@ def test_large_attachment_peak_memory_is_a_small_multiple(tmp_path: Path) -> Non
     assert attached(raw)[1].get_payload(decode=True) == path.read_bytes()
 
 
-# -- big attachments: encoded from the file as the message is written (DESIGN 8) ----------
+# -- big attachments: encoded from the file as the message is written ---------------------
 
 
 @pytest.mark.parametrize("size", [STREAM_AT + 1, STREAM_AT + 54 * 4096 * 3 + 17])

@@ -1,4 +1,4 @@
-"""relay.cli: the sendmail argv parser (DESIGN 3.2), including ssmtp's parser traps."""
+"""relay.cli: the sendmail argv parser (sendmail(8) OPTIONS), including ssmtp's parser traps."""
 
 from __future__ import annotations
 

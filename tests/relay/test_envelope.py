@@ -1,4 +1,4 @@
-"""relay.envelope: sender rules and recipient resolution (DESIGN section 5)."""
+"""relay.envelope: sender rules and recipient resolution (docs/architecture.md, "Recipients")."""
 
 from __future__ import annotations
 

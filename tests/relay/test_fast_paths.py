@@ -1,7 +1,7 @@
 """The start-up fast paths of relay.envelope and relay.message give exactly what the
 `email` package gives: addresses, display names, folded headers, dates, Message-IDs.
 
-Each fast path skips the `email` import for the common case (DESIGN 8); these tests hold
+Each fast path skips the `email` import for the common case (start-up time); these tests hold
 it to the slow path's answer on generated input, so it can never be a second opinion.
 """
 

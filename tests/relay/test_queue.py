@@ -1,9 +1,9 @@
 """relay.queue (the durable spool) and the Queue= policy of relay.submission.submit.
 
-The spool: directory checks (DESIGN V13), the commit order of an enqueue (checked by
-recording the system calls, as the reference suggests instead of cutting power), unique
+The spool: directory checks (no symlink, ours only), the commit order of an enqueue (checked by
+recording the system calls instead of cutting power: docs/architecture.md, "Queue"), unique
 names, flock exclusion, corruption detection, back-off, tmp/ cleaning. The policy:
-fallback, always and no against real aiosmtpd servers (DESIGN 7, V21, V22).
+fallback, always and no, and partial refusals, against real aiosmtpd servers.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 6 pieces against real servers: TLSFingerprint pins, XOAUTH2/OAUTHBEARER with a
+"""Secrets and TLS against real servers: TLSFingerprint pins, XOAUTH2/OAUTHBEARER with a
 token command, --serverinfo, and the attempt log (never a secret)."""
 
 from __future__ import annotations

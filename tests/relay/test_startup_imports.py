@@ -1,4 +1,4 @@
-"""T8 (issue 7, DESIGN 8): start-up paths import neither `ssl`, `smtplib` nor `email`.
+"""Start-up paths import no `ssl`, `smtplib` or `email`: docs/architecture.md, "Start-up time".
 
 Each case runs the entry point in a fresh interpreter and reads `sys.modules` after it
 returned; `dataclasses` (and the `inspect` it pulls in) is checked too where it would be
