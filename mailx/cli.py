@@ -209,15 +209,17 @@ def run(request: Request, env: Environment) -> int:
     """
     from mailx import delivery, pipeline
 
-    rc = pipeline.load_rc(request, env)
-    for diagnostic in rc.diagnostics:
-        env.say(str(diagnostic))
-    variables = rc.variables
-    keeper = delivery.Keeper(None if request.dry_run else delivery.dead_letter_path(variables, env))
+    keeper = delivery.Keeper(None)  # nothing to keep before the body is read
     draft: Draft | None = None
     message: EmailMessage | None = None
     sender = ""
     try:
+        rc = pipeline.load_rc(request, env)
+        for diagnostic in rc.diagnostics:
+            env.say(str(diagnostic))
+        variables = rc.variables
+        if not request.dry_run:
+            keeper = delivery.Keeper(delivery.dead_letter_path(variables, env))
         pipeline.check_request(request, variables)
         subject = pipeline.clean_subject(request.subject, env)
         body = pipeline.read_body(request, subject, variables, env)

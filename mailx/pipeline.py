@@ -48,6 +48,14 @@ class Abandoned(NamedTuple):
     keep: bool
 
 
+class Sender(NamedTuple):
+    """The envelope sender `-r` (or a `-t` From) asked for; None lets the relay decide."""
+
+    address: str | None
+    #: The display name, for the relay's full name (`-F` of an external `mta`).
+    name: str | None
+
+
 class Addressed(NamedTuple):
     """The draft with every recipient resolved, and the envelope to send it with."""
 
@@ -58,11 +66,6 @@ class Addressed(NamedTuple):
     #: Envelope sender from `-r` (or a `-t` From): (address, display name); (None, None)
     #: lets the relay decide.
     sender: Sender
-
-
-class Sender(NamedTuple):
-    address: str | None
-    name: str | None
 
 
 # -- configuration ---------------------------------------------------------------------
