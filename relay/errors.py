@@ -117,6 +117,15 @@ class IOFailure(RelayError):
     exit_code = os.EX_IOERR
 
 
+class ExternalStatusError(RelayError):
+    """A program run in our place (`mail`'s `mta`) failed: its exit status is passed on
+    as ours, so a script sees what that program said; 70 when it has none (a signal)."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = status if 0 < status < 256 else os.EX_SOFTWARE
+
+
 def is_temporary(err: RelayError) -> bool:
     """True when trying again later may succeed (the queue's policy question)."""
     return isinstance(err, TempFailError | ProtocolError)

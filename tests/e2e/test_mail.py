@@ -225,6 +225,15 @@ def test_dry_run_prints_and_sends_nothing(tmp_path: Path, mailhub: MailHubFactor
     assert hub.connections == 0
 
 
+def test_dry_run_error_prints_the_hint_and_keeps_nothing(tmp_path: Path) -> None:
+    (tmp_path / ".mailrc").write_text(ARCHWIKI_RC)
+    done = run("mail", ["-d", "-C", "Date: x", "archuser"], home=tmp_path, stdin=b"hi\n")
+    assert done.returncode == os.EX_DATAERR
+    line = assert_one_clean_line(done.stderr)
+    assert line.endswith("; use -s, -c, -b, -r, -a or the reply-to/sender variables instead")
+    assert not (tmp_path / "dead.letter").exists()
+
+
 def test_template_t_reads_headers_from_stdin(tmp_path: Path, mailhub: MailHubFactory) -> None:
     hub = mailhub()
     body = b"To: archuser\nCc: c@example.com\nSubject: from template\nX-Tag: t\n\nthe body\n"

@@ -1,0 +1,263 @@
+"""The end of `mail`'s pipeline: deliver the message, show it (`-d`), or keep it.
+
+Delivery goes through the relay in this process (`relay.submit`, all of it in
+`deliver_relay`), or through an external `mta` program invoked as s-nail invokes it.
+After a delivery, `record` appends a copy to that mbox.
+
+Keeping is `Keeper`, the one place `mail` writes dead.letter: the built message when
+delivery failed before the relay could keep it (an unreadable relay config, an `mta`
+that failed), the draft's text when the message could not be built (a bad recipient,
+a bad header), the draft of a `~q`. Under `-d` the keeper keeps nothing: a dry run
+writes no file at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from relay import RelayError, UnavailableError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from email.message import EmailMessage
+
+    from mailx.compose import Draft
+    from mailx.environment import Environment
+    from mailx.pipeline import Addressed, Sender
+    from relay import Spooled
+
+
+# -- keeping ---------------------------------------------------------------------------
+
+
+def dead_letter_path(variables: Mapping[str, str], env: Environment) -> str:
+    """The variable DEAD, else ~/dead.letter."""
+    dead = variables.get("DEAD")
+    if dead:
+        return env.expand_user(dead)
+    return os.path.join(env.home, "dead.letter")
+
+
+class Keeper:
+    """Appends what could not be sent to dead.letter; keeps nothing when `path` is None
+    (`-d`)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def keep(self, data: bytes, sender: str = "") -> str | None:
+        """Append `data` (an mbox entry from `sender`) and return the path; None under
+        `-d`. Raises CantCreateError (73) or IOFailure (74) when it cannot."""
+        if self.path is None:
+            return None
+        import relay
+
+        return relay.save_dead_letter(data, sender, self.path)
+
+    def kept(self, err: RelayError, content: Callable[[], bytes], sender: str = "") -> RelayError:
+        """The error to raise for `err` once what `content` returns is kept: `err` with
+        `saved_to` set, or, when keeping failed too, an error of the keeping failure's
+        class (its status wins: the message is lost) that says both."""
+        if err.saved_to or self.path is None:
+            return err
+        try:
+            err.saved_to = self.keep(content(), sender)
+        except RelayError as failed:
+            return unkept(err, failed)
+        except Exception as failed:  # a bug while keeping: say so, don't hide `err`
+            err.message += f"; and the message could not be kept: {failed}"
+        return err
+
+
+def unkept(err: RelayError, failed: RelayError) -> RelayError:
+    """`err`'s report, saying the message could not be kept, in `failed`'s class."""
+    both = type(failed)(
+        f"{err.message}; and the message could not be kept: {failed}",
+        path=err.path,
+        line=err.line,
+        step=err.step,
+        reply=err.reply,
+        hint=err.hint,
+    )
+    both.result = err.result
+    return both
+
+
+def draft_text(draft: Draft, now: datetime | None = None) -> bytes:
+    """What dead.letter keeps of a draft: its subject and body (the recipients are what
+    failed, the custom headers may be what failed)."""
+    from dataclasses import replace
+
+    from mailx import compose
+
+    bare = replace(draft, to=(), cc=(), bcc=(), custom_headers=(), attachments=(), from_=None)
+    try:
+        return bytes(compose.build(bare, now=now))
+    except Exception:
+        # Whatever broke the builder must not cost the text: keep the raw body
+        # under a plain Subject line (controls in it made spaces).
+        subject = "".join(c if c.isprintable() else " " for c in draft.subject or "")
+        return f"Subject: {subject}\n\n".encode("utf-8", "replace") + draft.body
+
+
+# -- delivery --------------------------------------------------------------------------
+
+
+def show(message: EmailMessage, addressed: Addressed, env: Environment) -> None:
+    """`-d`: the envelope and the message on stderr, nothing sent."""
+    from mailx.compose import POLICY
+
+    env.stderr.write(f"envelope from: {addressed.sender.address or '(the relay decides)'}\n")
+    env.stderr.write(f"envelope to: {', '.join(addressed.recipients)}\n\n")
+    env.stderr.write(message.as_bytes(policy=POLICY.clone(linesep="\n")).decode("utf-8", "replace"))
+    env.stderr.flush()
+
+
+def uses_relay(mta: str | None) -> bool:
+    """Whether `mta` (the variable) means the relay in this process: unset, an SMTP URL
+    (the relay's own configuration names the server), or s-nail's `test`."""
+    return not mta or mta.startswith(("smtp://", "smtps://", "submission://")) or mta == "test"
+
+
+def deliver(
+    message: EmailMessage,
+    addressed: Addressed,
+    *,
+    variables: Mapping[str, str],
+    verbose: bool,
+    mta_args: Sequence[str],
+    env: Environment,
+    keeper: Keeper,
+) -> None:
+    """Send (or queue) the message, then record it; raises a RelayError, with
+    `saved_to` set when the message was kept, if it was neither sent nor queued."""
+    mta = variables.get("mta", variables.get("sendmail"))
+    if uses_relay(mta):
+        deliver_relay(
+            message,
+            addressed,
+            verbose=verbose,
+            show_dialogue=verbose or "verbose" in variables,
+            env=env,
+            keeper=keeper,
+        )
+    else:
+        assert mta is not None
+        deliver_external(
+            mta, message, addressed, verbose=verbose, mta_args=mta_args, env=env, keeper=keeper
+        )
+    record(message, addressed.sender, variables, env)
+
+
+def deliver_relay(
+    message: EmailMessage,
+    addressed: Addressed,
+    *,
+    verbose: bool,
+    show_dialogue: bool,
+    env: Environment,
+    keeper: Keeper,
+) -> None:
+    """`relay.submit` in this process: delivered, queued, or kept by the relay itself."""
+    import relay
+
+    sender = addressed.sender
+    try:
+        config = relay.load_config(environ=env.environ)
+        for warning in config.warnings:
+            env.say(warning)
+        password = relay.resolve_password(config) if config.auth_user else None
+    except RelayError as err:
+        raise keeper.kept(err, lambda: bytes(message), sender.address or "") from None
+    result = relay.submit(
+        wire_input(message),
+        config=config,
+        recipients=addressed.recipients,
+        envelope_from=sender.address,
+        full_name=sender.name,
+        password=password,
+        verbose=env.stderr if show_dialogue else None,
+        dead_letter=keeper.path,
+    )
+    if result.queued_id and (config.queue != "always" or verbose):
+        env.say(f"queued as {result.queued_id}: {result.queued_reason}")
+
+
+def wire_input(message: EmailMessage) -> EmailMessage | Spooled:
+    """The message for `relay.submit`: itself, or written to a temporary file when it
+    has big attachments, so that they are encoded a piece at a time."""
+    from email.policy import SMTP
+
+    import relay
+    from mailx.compose import has_streamed_parts, render
+
+    if not has_streamed_parts(message):
+        return message
+    spool = relay.Spooled()
+    render(message, spool, SMTP)  # the policy relay.submit generates with
+    return spool
+
+
+def deliver_external(
+    mta: str,
+    message: EmailMessage,
+    addressed: Addressed,
+    *,
+    verbose: bool,
+    mta_args: Sequence[str],
+    env: Environment,
+    keeper: Keeper,
+) -> None:
+    """s-nail's invocation: `PROGRAM -i [-v] [-F name] [-f addr] [args] -- rcpt...`;
+    the program's failure status is `mail`'s."""
+    import subprocess
+
+    from mailx.compose import POLICY
+    from relay import ExternalStatusError
+
+    sender = addressed.sender
+    argv = [env.expand_user(mta), "-i"]
+    if verbose:
+        argv.append("-v")
+    if sender.name:
+        argv += ["-F", sender.name]
+    if sender.address:
+        argv += ["-f", sender.address]
+    argv += [*mta_args, "--", *addressed.recipients]
+    data = message.as_bytes(policy=POLICY.clone(linesep="\n"))
+    env.stderr.flush()  # the program writes to the same stderr: keep the order
+    failure: RelayError
+    try:
+        done = subprocess.run(argv, input=data, check=False, env=env.environ)
+    except OSError as err:
+        failure = UnavailableError(f"cannot run mta {mta}: {err.strerror or err}")
+    else:
+        if done.returncode == 0:
+            return
+        failure = ExternalStatusError(
+            f"mta {mta} exited with status {done.returncode}", status=done.returncode
+        )
+    raise keeper.kept(failure, lambda: bytes(message), sender.address or "")
+
+
+def record(
+    message: EmailMessage, sender: Sender, variables: Mapping[str, str], env: Environment
+) -> None:
+    """`record`: a copy of every sent message appended to that mbox (`+name`: in
+    `folder`). A failure is a warning: the message is sent."""
+    path = variables.get("record")
+    if not path:
+        return
+    import relay
+
+    if path.startswith("+"):
+        folder = variables.get("folder") or "~"
+        path = os.path.join(env.expand_user(folder), path[1:])
+    try:
+        relay.save_dead_letter(
+            bytes(message), sender.address or "", env.expand_user(path), what="record"
+        )
+    except RelayError as err:
+        env.say(f"warning: sent, but no copy recorded: {err}")

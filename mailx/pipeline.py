@@ -1,0 +1,377 @@
+"""The stages of `mail` between the command line and delivery, one function each.
+
+    load_rc -> check_request -> read_body -> resolve -> build
+
+Each takes what it needs (the parsed `Request`, the mail.rc result, the `Draft` so far,
+the `Environment`) and returns a new value; none changes its inputs. The driver that
+chains them, and decides what is kept when one fails, is `mailx.cli.run`; delivery and
+keeping are `mailx.delivery`.
+
+Every stage reports failure by raising a `relay.RelayError` whose class gives the exit
+status: UsageError (64), DataError (65), NoInputError (66), ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+from relay import DataError, NoInputError, UsageError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from email.message import EmailMessage
+
+    from mailx.cli import Request
+    from mailx.compose import Draft
+    from mailx.environment import Environment
+    from mailx.mailrc import MailRc, Recipient
+    from mailx.tilde import Hooks
+
+#: Headers a `-t` template may not set: the message builder writes them itself.
+_BUILT_HEADERS = {
+    "date",
+    "message-id",
+    "mime-version",
+    "user-agent",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+}
+
+
+class Abandoned(NamedTuple):
+    """Compose ended with `~q` (`keep`: the draft goes to dead.letter) or `~x` (nothing)."""
+
+    draft: Draft
+    keep: bool
+
+
+class Sender(NamedTuple):
+    """The envelope sender `-r` (or a `-t` From) asked for; None lets the relay decide."""
+
+    address: str | None
+    #: The display name, for the relay's full name (`-F` of an external `mta`).
+    name: str | None
+
+
+class Addressed(NamedTuple):
+    """The draft with every recipient resolved, and the envelope to send it with."""
+
+    #: Headers as the reader sees them: aliases expanded, From, Sender, Reply-To set.
+    draft: Draft
+    #: Envelope recipients, each once, in To, Cc, Bcc order.
+    recipients: tuple[str, ...]
+    #: Envelope sender from `-r` (or a `-t` From): (address, display name); (None, None)
+    #: lets the relay decide.
+    sender: Sender
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def load_rc(request: Request, env: Environment) -> MailRc:
+    """The system and user mail.rc files, then `-S` settings on top. Problems in the
+    files are `diagnostics` on the result, for the caller to print; they stop nothing."""
+    from mailx import mailrc
+
+    paths = mailrc.default_rc_paths(env.environ, env.home, no_system=request.no_system_rc)
+    return mailrc.load(paths, environ=env.environ, overrides=request.settings, terminal=env.isatty)
+
+
+def variable(variables: Mapping[str, str], *names: str) -> str | None:
+    """The value of the first of `names` that is set (`reply-to` or `replyto`)."""
+    for name in names:
+        if name in variables:
+            return variables[name]
+    return None
+
+
+def check_request(request: Request, variables: Mapping[str, str]) -> None:
+    """What can be refused before the body is read: MTA arguments without expandargv,
+    a dangerous recipient argument, an attachment that cannot be read."""
+    if request.mta_args and variable(variables, "expandargv") is None:
+        raise UsageError(
+            "MTA arguments after '--' are refused unless the variable expandargv is "
+            "set (s-nail's answer to CVE-2014-7844)"
+        )
+    for given in (*request.to, *request.cc, *request.bcc):
+        check_argument(given)
+    for path in request.attachments:
+        check_readable(path, "attachment (-a)")
+
+
+def clean_subject(subject: str | None, env: Environment) -> str | None:
+    """The subject on one line: CR and LF become spaces, with a warning."""
+    if subject is None or not any(c in subject for c in "\r\n"):
+        return subject
+    env.say("warning: CR and LF in the subject were replaced by spaces")
+    return subject.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+
+
+# -- the body --------------------------------------------------------------------------
+
+
+def read_body(
+    request: Request, subject: str | None, variables: Mapping[str, str], env: Environment
+) -> Draft | Abandoned:
+    """The draft with its body: stdin, a `-t` template, or an interactive compose.
+
+    Recipients are those of the command line plus those a template or compose added,
+    still unexpanded; `from_` is `-r`'s, else a template's From.
+    """
+    from mailx.compose import Draft
+
+    prefix = b""
+    if request.quote_file:
+        prefix = read_file(request.quote_file, "quote file (-q)")
+    draft = Draft(
+        to=tuple(request.to),
+        cc=tuple(request.cc),
+        bcc=tuple(request.bcc),
+        subject=subject,
+        attachments=tuple(request.attachments),
+        custom_headers=tuple(request.headers),
+        sendcharsets=sendcharsets(variables),
+        from_=request.from_,
+    )
+    escape = variable(variables, "escape") or "~"
+    if env.isatty and not request.template:
+        return compose(draft, prefix, escape, env)
+    data = env.stdin.read()
+    if request.template:
+        draft = apply_template(draft, data)
+        data = draft.body
+    if request.tilde:
+        return feed_escapes(draft, prefix + data, escape, env)
+    from dataclasses import replace
+
+    return replace(draft, body=prefix + data)
+
+
+def is_empty(draft: Draft) -> bool:
+    """Nothing but white space: what `-E` and `skipemptybody` do not send."""
+    return not draft.body.strip()
+
+
+def sendcharsets(variables: Mapping[str, str]) -> tuple[str, ...]:
+    value = variable(variables, "sendcharsets")
+    names = tuple(n.strip() for n in (value or "").split(",") if n.strip())
+    return names or ("utf-8",)
+
+
+def apply_template(draft: Draft, data: bytes) -> Draft:
+    """-t: headers at the top of stdin; their recipients are added to the arguments,
+    their From is used when -r gave none, their Subject when -s gave none."""
+    from dataclasses import replace
+    from email import message_from_bytes, policy
+
+    head = message_from_bytes(data, policy=policy.default)
+    to, cc, bcc = list(draft.to), list(draft.cc), list(draft.bcc)
+    custom = list(draft.custom_headers)
+    subject, from_ = draft.subject, draft.from_
+    for name, value in head.items():
+        key = name.lower()
+        if key == "to":
+            to.append(str(value))
+        elif key == "cc":
+            cc.append(str(value))
+        elif key == "bcc":
+            bcc.append(str(value))
+        elif key == "subject":
+            if subject is None:
+                subject = str(value)
+        elif key == "from":
+            from_ = from_ or str(value)
+        elif key not in _BUILT_HEADERS:
+            custom.append(f"{name}: {value}")
+    payload = head.get_payload()
+    body = payload.encode("ascii", "surrogateescape") if isinstance(payload, str) else b""
+    if not to and not cc and not bcc:
+        raise UsageError("-t: no To, Cc or Bcc header and no recipient argument")
+    return replace(
+        draft,
+        to=tuple(to),
+        cc=tuple(cc),
+        bcc=tuple(bcc),
+        subject=subject,
+        from_=from_,
+        custom_headers=tuple(custom),
+        body=body,
+    )
+
+
+def compose(draft: Draft, prefix: bytes, escape: str, env: Environment) -> Draft | Abandoned:
+    """Interactive compose on a terminal: tilde escapes, `~!` allowed, Ctrl-D sends."""
+    from dataclasses import replace
+
+    if draft.subject is None:
+        env.stdout.write("Subject: ")
+        env.stdout.flush()
+        line = env.stdin.readline().decode("utf-8", "replace")
+        draft = replace(draft, subject=clean_subject(line.rstrip("\r\n"), env))
+    return run_compose(replace(draft, body=prefix), env.stdin, escape, env, allow_shell=True)
+
+
+def feed_escapes(draft: Draft, data: bytes, escape: str, env: Environment) -> Draft | Abandoned:
+    """`-~` on a pipe: escapes honoured, but never `~!` (a pipe is not someone typing)."""
+    from dataclasses import replace
+    from io import BytesIO
+
+    return run_compose(replace(draft, body=b""), BytesIO(data), escape, env, allow_shell=False)
+
+
+def run_compose(
+    draft: Draft, lines: Iterable[bytes], escape: str, env: Environment, *, allow_shell: bool
+) -> Draft | Abandoned:
+    """Feed lines to the tilde state machine: the finished draft, or how it was abandoned."""
+    from mailx.tilde import Action, Compose
+
+    session = Compose(draft, hooks(env), escapes=True, shell=allow_shell, escape=escape)
+    action = None
+    for line in lines:
+        action = session.feed(line)
+        if action is not None:
+            break
+    action = action or session.finish()
+    result = session.draft()
+    if action is Action.ABORT:
+        return Abandoned(result, keep=False)
+    if action is Action.ABORT_SAVE:
+        return Abandoned(result, keep=True)
+    return result
+
+
+def hooks(env: Environment) -> Hooks:
+    """What compose's escapes may do, through `env`: print, read, edit, run a shell."""
+    from mailx.tilde import Hooks
+
+    def output(text: str) -> None:
+        env.stdout.write(text.rstrip("\n") + "\n")
+        env.stdout.flush()
+
+    def read(path: str) -> bytes:
+        return read_file(env.expand_user(path), "file")
+
+    def edit(body: bytes, variable: str) -> bytes:
+        editor = env.environ.get(variable) or env.environ.get("EDITOR") or "vi"
+        return run_editor(body, editor, env.environ)
+
+    def shell(command: str) -> None:
+        import subprocess
+
+        subprocess.run(["/bin/sh", "-c", command], check=False, env=env.environ)
+
+    return Hooks(
+        output=output,
+        read_file=read,
+        edit=edit,
+        check_attachment=lambda p: check_readable(p, "attachment"),
+        shell=shell,
+    )
+
+
+# -- recipients and the message --------------------------------------------------------
+
+
+def resolve(draft: Draft, rc: MailRc) -> Addressed:
+    """Expand every recipient through the alias book; nothing is sent if one fails."""
+    from dataclasses import replace
+
+    from mailx.mailrc import expand_recipients
+
+    if not (draft.to or draft.cc or draft.bcc):
+        raise UsageError("no recipient given")
+    seen: set[str] = set()
+    lists: list[list[Recipient]] = []
+    for given in (draft.to, draft.cc, draft.bcc):
+        expanded = [r for r in expand_recipients(given, rc) if r.envelope not in seen]
+        seen.update(r.envelope for r in expanded)
+        lists.append(expanded)
+    to, cc, bcc = lists
+    variables = rc.variables
+    reply_to = variable(variables, "reply-to", "replyto")
+    resolved = replace(
+        draft,
+        to=tuple(r.header for r in to),
+        cc=tuple(r.header for r in cc),
+        bcc=tuple(r.header for r in bcc),
+        from_=draft.from_ or variable(variables, "from"),
+        sender=variable(variables, "sender"),
+        reply_to=(reply_to,) if reply_to else (),
+        hostname=variable(variables, "hostname"),
+    )
+    recipients = tuple(r.envelope for r in (*to, *cc, *bcc))
+    return Addressed(resolved, recipients, envelope_sender(draft.from_))
+
+
+def envelope_sender(from_: str | None) -> Sender:
+    """(address, display name) from -r; None lets the relay decide (sendmail(8))."""
+    if not from_:
+        return Sender(None, None)
+    from email.utils import parseaddr
+
+    name, address = parseaddr(from_)
+    return Sender(address or None, name or None)
+
+
+def build(draft: Draft, env: Environment) -> EmailMessage:
+    """The message (`mailx.compose.build`), dated by `env`'s clock."""
+    from mailx import compose
+
+    return compose.build(draft, now=local_time(env))
+
+
+def local_time(env: Environment) -> datetime:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(env.clock()).astimezone()
+
+
+# -- checks and helpers ----------------------------------------------------------------
+
+
+def check_argument(given: str) -> None:
+    """Refuse (65) a recipient argument that can only be a mistake or an attack."""
+    shown = given.encode("unicode_escape").decode("ascii")
+    if given.startswith("-"):
+        raise DataError(f"'{shown}' in recipient position: options must come before the recipients")
+    if any(c in given for c in "\r\n\0"):
+        raise DataError(f"recipient contains CR, LF or NUL: '{shown}'")
+    from mailx.mailrc import parse_recipient
+
+    recipient = parse_recipient(given)
+    if recipient.kind in ("file", "pipe"):
+        raise DataError(f"{recipient.kind} recipient refused: '{shown}'")
+
+
+def check_readable(path: str, what: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise NoInputError(f"{what}: {err.strerror or err}", path=path) from None
+    if os.path.isdir(path):
+        raise NoInputError(f"{what}: is a directory", path=path)
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as err:
+        raise NoInputError(f"{what}: {err.strerror or err}", path=path) from None
+
+
+def run_editor(body: bytes, editor: str, environ: Mapping[str, str]) -> bytes:
+    import shlex
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="mail-", suffix=".txt") as handle:
+        handle.write(body)
+        handle.flush()
+        subprocess.run([*shlex.split(editor), handle.name], check=False, env=environ)
+        with open(handle.name, "rb") as edited:
+            return edited.read()
