@@ -22,7 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from relay import __version__
-from relay.errors import RelayError, UsageError
+from relay.entry import run
+from relay.errors import (
+    DataError,
+    NoInputError,
+    RelayError,
+    TempFailError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -133,52 +140,33 @@ def _mode(opts: Options, wanted: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mailq` console script; returns a sysexits status.
 
-    Called without `argv` (as the command), it exits at once (`relay.finish`).
+    Called without `argv` (as the command), it exits at once (`relay.entry.run`).
     """
-    if argv is None:
-        from relay import finish
-
-        return finish(_main(sys.argv[1:]))
-    return _main(argv)
+    return run(PROG, _main, argv)
 
 
 def _main(args: Sequence[str]) -> int:
     try:
         opts = parse_args(args)
     except UsageError as err:
-        say(sys.stderr, str(err))
-        sys.stderr.write(USAGE + "\n")
-        return err.exit_code
+        err.usage = USAGE
+        raise
     if opts.mode == "version":
         sys.stdout.write(f"mailx-relay mailq {__version__}\n")
         return os.EX_OK
     if opts.mode == "help":
         sys.stdout.write(HELP + "\n")
         return os.EX_OK
-    try:
-        from relay import config as config_module
+    from relay import config as config_module
 
-        config = config_module.load(opts.config)
-        for warning in config.warnings:
-            say(sys.stderr, warning)
-        if opts.mode == "flush":
-            return run_flush(config, force=opts.force, quiet=opts.quiet, verbose=opts.verbose)
-        if opts.mode == "delete":
-            return delete(config, opts.ids)
-        return show(config, as_json=opts.json)
-    except RelayError as err:
-        say(sys.stderr, str(err))
-        return err.exit_code
-    except BrokenPipeError:  # `mailq | head`: the queue is as it was
-        from relay import reader_gone
-
-        return reader_gone()
-    except Exception as err:  # a bug: one line, and the queue is as it was (locks die)
-        say(sys.stderr, f"internal error: {type(err).__name__}: {err}")
-        return os.EX_SOFTWARE
-    except KeyboardInterrupt:
-        say(sys.stderr, "interrupted")
-        return 130
+    config = config_module.load(opts.config)
+    for warning in config.warnings:
+        say(sys.stderr, warning)
+    if opts.mode == "flush":
+        return run_flush(config, force=opts.force, quiet=opts.quiet, verbose=opts.verbose)
+    if opts.mode == "delete":
+        return delete(config, opts.ids)
+    return show(config, as_json=opts.json)
 
 
 def say(stream: TextIO, text: str, prog: str = PROG) -> None:
@@ -414,35 +402,42 @@ class _Progress:
 def delete(
     config: Config, wanted: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    """`mailq --delete ID...`: each entry to its dead.letter, then out of the queue."""
+    """`mailq --delete ID...`: each entry to its dead.letter, then out of the queue.
+
+    Each problem is one line on `err` and the command goes on with the next ID; the
+    status is that of the first problem."""
     from relay.queue import Queue, queue_dir
 
     out = out or sys.stdout
     err = err or sys.stderr
-    status = os.EX_OK
+    problems: list[RelayError] = []
+
+    def problem(failure: RelayError) -> None:
+        say(err, failure.describe())
+        problems.append(failure)
+
     try:
         queue = Queue.open(queue_dir(config.queue_dir), create=False)
     except FileNotFoundError:
         for name in wanted:
-            say(err, f"no queue entry '{name}' (the queue is empty)")
-        return os.EX_NOINPUT
+            problem(NoInputError(f"no queue entry '{name}' (the queue is empty)"))
+        return problems[0].exit_code if problems else os.EX_OK
     with queue:
         for name in wanted:
             try:
                 found = queue.find(name)
                 locked = queue.lock(found)
             except KeyError as missing:
-                say(err, str(missing.args[0]))
-                status = status or os.EX_NOINPUT
+                problem(NoInputError(str(missing.args[0])))
                 continue
             except ValueError as bad:
-                say(err, f"{name}: corrupt entry, not deleted: {bad}")
-                status = status or os.EX_DATAERR
+                problem(DataError(f"{name}: corrupt entry, not deleted: {bad}"))
                 continue
             if locked is None:
                 if queue.has(found):
-                    say(err, f"{found}: being delivered right now; try again in a moment")
-                    status = status or os.EX_TEMPFAIL
+                    problem(
+                        TempFailError(f"{found}: being delivered right now; try again in a moment")
+                    )
                 else:
                     say(err, f"{found}: left the queue meanwhile (delivered)")
                 continue
@@ -451,8 +446,8 @@ def delete(
                     saved = locked.to_dead_letter("deleted from the queue with mailq --delete")
                     locked.remove()
                 except RelayError as failed:
-                    say(err, f"{found}: {failed}; the entry stays queued")
-                    status = status or failed.exit_code
+                    say(err, f"{found}: {failed.describe()}; the entry stays queued")
+                    problems.append(failed)
                     continue
             say(out, f"{found}: moved to {saved}")
-    return status
+    return problems[0].exit_code if problems else os.EX_OK
