@@ -8,9 +8,9 @@ reports several problems and goes on takes its status from `status_for(kind)`.
 
 Each error carries structured fields instead of text to parse: the file and line of a
 config error, the SMTP step, reply and reply code of a delivery error, the cycle of an
-alias loop, where the message was kept. `str(err)` is the short form (where, what, the
-server's reply) for embedding in other text; `err.describe()` is the whole one-line
-report a command prints (with the hint and what became of the message).
+alias loop, where the message was kept. `str(err)` is the error itself (where, what,
+the server's reply, what to do next); `err.describe()` is the whole one-line report a
+command prints: that, and what became of the message.
 
 Messages never contain a secret: code that raises these must pass only names and
 redacted text.
@@ -80,20 +80,22 @@ class RelayError(Exception):
         self._forced_status = status
 
     def __str__(self) -> str:
+        """Where, what, the server's reply and what to do next: the error itself, for
+        embedding in other text (a queue entry's last error, a `-bv` line)."""
         where = ""
         if self.path is not None:
             where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
-        text = where + self.message
+        text = where + self.message + self._note()
         if self.reply:
             text += f" (server said: {self.reply})"
+        if self.hint:
+            text += f"; {self.hint}"
         return text
 
     def describe(self) -> str:
-        """The full one-line report: where, what, the server's reply, what to do next,
-        and what became of the message (kept where, or why it could not be kept)."""
-        parts = [str(self) + self._note()]
-        if self.hint:
-            parts.append(self.hint)
+        """The full one-line report a command prints: `str(err)` and what became of the
+        message (kept where, or why it could not be kept)."""
+        parts = [str(self)]
         if self.keep_error is not None:
             parts.append(f"and the message could not be kept: {self.keep_error}")
         elif self.saved_to:
