@@ -15,6 +15,7 @@ around it, once, the same for every command:
   is remembered (`stdin_was_closed`), so that `sendmail` refuses to read a message there.
 - standard error that cannot be written (a closed pipe, a full disk) is ignored: a
   diagnostic that cannot be shown must never change a status that reports a delivery.
+  Standard output that cannot be written is an `IOFailure` (74) saying so, not a bug.
 - the one exception ladder: a `RelayError` is one line (`err.describe()`) and its status
   from `relay.errors`; ^C is 130; standard output's reader gone (`mailq | head`) is 74,
   silently; anything else is a bug: one line and 70, the traceback only with
@@ -34,6 +35,7 @@ import sys
 from relay.errors import (
     INTERRUPTED,
     InternalError,
+    IOFailure,
     OutputClosedError,
     RelayError,
     UsageError,
@@ -56,18 +58,19 @@ def run(prog: str, main: Callable[[list[str]], int], argv: Sequence[str] | None 
 
     `argv` None means "called as the console script": the arguments are sys.argv[1:]
     and the process ends here (`finish`). With an explicit `argv` the status is
-    returned, and sys.stderr is as it was.
+    returned, and sys.stdout and sys.stderr are as they were.
     """
     mend_standard_streams()
     console = argv is None
     args = sys.argv[1:] if argv is None else list(argv)
-    stderr = sys.stderr
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = _CheckedStream(stdout)
     sys.stderr = _QuietStream(stderr)
     try:
         status = _ladder(prog, main, args)
     finally:
         if not console:
-            sys.stderr = stderr
+            sys.stdout, sys.stderr = stdout, stderr
     if console:
         finish(status)
     return status
@@ -236,3 +239,39 @@ class _QuietStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
+
+
+class _CheckedStream:
+    """Standard output whose write failures say what failed: `mailq > /dev/full` is
+    "cannot write standard output: No space left on device" and 74, not a bug. A reader
+    gone away stays a BrokenPipeError, which the ladder answers with silence."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise _unwritable(err) from err
+
+    def writelines(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise _unwritable(err) from err
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _unwritable(err: OSError) -> IOFailure:
+    return IOFailure(f"cannot write standard output: {err.strerror or err}")

@@ -193,6 +193,30 @@ def test_stderr_that_cannot_be_written_never_changes_the_status(
     assert sys.stderr is broken  # put back after an in-process run
 
 
+class Full(io.StringIO):
+    """A standard output on a full disk (`mailq > /dev/full`)."""
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_stdout_that_cannot_be_written_is_74_and_said(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = Full()
+    monkeypatch.setattr(sys, "stdout", full)
+
+    def listing(args: list[str]) -> int:
+        sys.stdout.write("Mail queue is empty\n")
+        return 0
+
+    assert run("mailq", listing, []) == os.EX_IOERR
+    assert capsys.readouterr().err == (
+        "mailq: cannot write standard output: No space left on device\n"
+    )
+    assert sys.stdout is full
+
+
 def test_keep_error_decides_status_and_is_said(capsys: pytest.CaptureFixture[str]) -> None:
     err = NoUserError("RCPT TO: every recipient refused", step="RCPT TO", code=550)
     err.keep_error = CantCreateError("cannot create", path="/home/u/dead.letter")
