@@ -8,9 +8,11 @@ The queue logic is `relay.queue` (storage, locks, back-off) and `relay.flush` (s
 Imports are lazy: listing an empty queue loads neither `email`, `ssl` nor `smtplib`,
 since a monitoring check may run it every minute.
 
-Exit status (documented in mailq(1)): listing and deleting 0 unless the configuration (78)
-or the queue directory (73) is unusable; a flush 0 when everything due was sent or stays
-queued for a temporary reason, else the status `FlushReport.exit_code` gives.
+Exit status (documented in mailq(1); every status comes from the table in relay/errors.py,
+and errors become one line through `relay.entry.run`): listing 0 unless the configuration
+(78) or the queue directory (73) is unusable; deleting the status of the first entry that
+could not be deleted; a flush 0 when everything due was sent or stays queued for a
+temporary reason, else the status `FlushReport.exit_code` gives.
 """
 
 from __future__ import annotations
