@@ -264,3 +264,34 @@ def test_closed_descriptors_get_devnull_before_anything_runs(closed: str) -> Non
     streams, fd, *_ = done.stdout.decode().splitlines()
     assert streams == f"True True {'<&-' in closed}"
     assert int(fd) > 3
+
+
+@pytest.mark.parametrize("debug", [None, "1"])
+def test_as_a_console_script_the_process_ends_with_the_status(debug: str | None) -> None:
+    """argv None: sys.argv[1:] is used and `finish` ends the process with the status."""
+    code = (
+        "import sys\n"
+        "from relay.entry import run\n"
+        "def main(args):\n"
+        "    assert args == ['--x'], args\n"
+        "    return 1 // 0\n"
+        "run('prog', main)\n"
+        "print('not reached', file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MAILX_RELAY_DEBUG"}
+    if debug:
+        env["MAILX_RELAY_DEBUG"] = debug
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == os.EX_SOFTWARE
+    assert "not reached" not in done.stderr
+    assert ("Traceback (most recent call last)" in done.stderr) == bool(debug)
+    assert done.stderr.splitlines()[-1].startswith(
+        "prog: internal error: ZeroDivisionError: integer division or modulo by zero"
+    )
