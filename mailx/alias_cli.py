@@ -1,9 +1,10 @@
 """`mail-alias`: list, show, add, remove, rename and check the aliases of a mail.rc.
 
-Concern: argv (docopt-ng) to `mailx.mailrc` / `mailx.aliasbook` calls, their results to
-stdout, and every error to one stderr line and a sysexits code (mail-alias(1) EXIT STATUS):
-64 usage, 65 invalid name or address (or `check` found errors), 67 no such alias,
-70 internal error, 73 file not writable, 74 write failed, 78 unreadable mail.rc.
+Concern: argv (docopt-ng) to `mailx.mailrc` / `mailx.aliasbook` calls and their results
+to stdout; `relay.run_command` turns every error into one stderr line and its sysexits
+status (the table in relay/errors.py, listed in mail-alias(1)): 64 usage, 65 invalid name
+or address (or `check` found errors), 67 no such alias, 70 internal error, 73 file not
+writable, 74 write failed or standard output closed, 78 unreadable mail.rc.
 Only what parsing argv needs is imported at module level; `--help` and a usage error
 load neither `email` nor the mail.rc parser.
 """
@@ -55,12 +56,20 @@ SHORT_USAGE = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `mail-alias` with `argv` (default: sys.argv[1:]); returns the exit status."""
+    """Run `mail-alias` with `argv`; without it, as the console script (sys.argv[1:],
+    and the process ends there). Returns the exit status."""
+    from relay import run_command
+
+    return run_command(PROG, _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
-        opts: dict[str, Any] = docopt(USAGE, argv=sys.argv[1:] if argv is None else argv)
+        opts: dict[str, Any] = docopt(USAGE, argv=argv)
     except DocoptExit:
-        print(f"{PROG}: {SHORT_USAGE} (see {PROG} --help)", file=sys.stderr)
-        return os.EX_USAGE
+        from relay import UsageError
+
+        raise UsageError(f"{SHORT_USAGE} (see {PROG} --help)") from None
     except SystemExit as err:  # --help was printed
         return err.code if isinstance(err.code, int) else os.EX_OK
     if opts["--version"]:
@@ -68,25 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{PROG} (mailx-relay) {__version__}")
         return os.EX_OK
-
-    from relay import RelayError
-
-    try:
-        return _run(opts)
-    except RelayError as err:
-        text = str(err) + (f"; {err.hint}" if err.hint else "")
-        print(f"{PROG}: {text}", file=sys.stderr)
-        return err.exit_code
-    except BrokenPipeError:
-        # `mail-alias list | head -1`: the reader left, nothing is wrong.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return os.EX_OK
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:  # a bug: one line, never a traceback
-        print(f"{PROG}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
-        return os.EX_SOFTWARE
+    return _run(opts)
 
 
 # --- which files ----------------------------------------------------------------------
@@ -174,8 +165,8 @@ def _list(rc: MailRc, *, expanded: bool, as_json: bool) -> int:
             try:
                 finals = expand_recipients([name], rc)
             except DataError as err:
-                print(f"{PROG}: {err}", file=sys.stderr)
-                status = os.EX_DATAERR
+                print(f"{PROG}: {err.describe()}", file=sys.stderr)
+                status = status or err.exit_code
                 record["expanded"] = None
                 record["error"] = err.message
                 shown = ["(error: see above)"]
@@ -261,6 +252,7 @@ def _show(rc: MailRc, name: str, target: str, *, as_json: bool) -> int:
 
 def _check(rc: MailRc, view: list[str], *, as_json: bool) -> int:
     from mailx.aliasbook import check
+    from relay import DataError, status_for
 
     findings = check(rc)
     errors = sum(1 for f in findings if f.severity == "error")
@@ -284,7 +276,7 @@ def _check(rc: MailRc, view: list[str], *, as_json: bool) -> int:
             print(f"{errors} error(s), {warnings} warning(s) in {read}")
         else:
             print(f"no problems found: {len(rc.aliases)} alias(es) in {read}")
-    return os.EX_DATAERR if errors else os.EX_OK
+    return status_for(DataError) if errors else os.EX_OK
 
 
 # --- editing --------------------------------------------------------------------------
@@ -330,7 +322,7 @@ def _missing(target: str, view: list[str], name: str, here: list[str]) -> Except
 
 def _remove(target: str, view: list[str], name: str) -> int:
     from mailx.aliasbook import AliasBook, edit_file
-    from relay import NoUserError
+    from relay import MissingFileError
 
     def change(text: str) -> str:
         book = AliasBook.from_text(text, target)
@@ -340,17 +332,15 @@ def _remove(target: str, view: list[str], name: str) -> int:
 
     try:
         edit_file(target, change, create=False)
-    except NoUserError as err:
-        if err.message == "no such file":
-            raise _missing(target, view, name, []) from None
-        raise
+    except MissingFileError:
+        raise _missing(target, view, name, []) from None
     _warn_references(view, name, "is now a plain local name")
     return os.EX_OK
 
 
 def _rename(target: str, view: list[str], old: str, new: str) -> int:
     from mailx.aliasbook import AliasBook, edit_file, validate_name
-    from relay import NoUserError
+    from relay import MissingFileError
 
     validate_name(new)
 
@@ -362,10 +352,8 @@ def _rename(target: str, view: list[str], old: str, new: str) -> int:
 
     try:
         edit_file(target, change, create=False)
-    except NoUserError as err:
-        if err.message == "no such file":
-            raise _missing(target, view, old, []) from None
-        raise
+    except MissingFileError:
+        raise _missing(target, view, old, []) from None
     _warn_references(view, old, f"is no alias any more (renamed to '{new}')")
     return os.EX_OK
 

@@ -49,7 +49,16 @@ from mailx.mailrc import (
     parse_recipient,
     printable,
 )
-from relay import CantCreateError, DataError, IOFailure, NoUserError, RelayError, expand
+from relay import (
+    AliasLoopError,
+    CantCreateError,
+    DataError,
+    IOFailure,
+    MissingFileError,
+    NoUserError,
+    RelayError,
+    expand,
+)
 
 # Characters s-nail's shell-style parser reads as themselves outside quotes.
 _SAFE = re.compile(r"[A-Za-z0-9@%+=:,./_<>!^~*?\[\]{}()-]+\Z")
@@ -396,23 +405,25 @@ def _loops(rc: MailRc, renamed: tuple[str, str] | None = None) -> set[str]:
     for name in rc.aliases:
         try:
             expand([name], rc.lookup)
+        except AliasLoopError as err:
+            cycle = err.cycle
+            if renamed:
+                cycle = tuple(renamed[1] if n == renamed[0] else n for n in cycle)
+            found.add(_loop_text(cycle))
         except DataError as err:
-            message = err.message
-            if renamed and message.startswith("alias loop: "):
-                chain = [renamed[1] if n == renamed[0] else n for n in message[12:].split(" -> ")]
-                message = "alias loop: " + " -> ".join(chain)
-            found.add(_cycle_key(message))
+            found.add(err.message)
     return found
 
 
-def _cycle_key(message: str) -> str:
-    """`alias loop: b -> a -> b` and `a -> b -> a` are one loop; name it from its
-    smallest member so both report the same text."""
-    prefix, _, chain = message.partition(": ")
-    names = chain.split(" -> ")
-    if prefix != "alias loop" or len(names) < 2:
-        return message
-    ring = names[:-1]
+def _cycle_key(err: DataError) -> str:
+    """What `check` reports for an expansion error; one text per loop."""
+    return _loop_text(err.cycle) if isinstance(err, AliasLoopError) else err.message
+
+
+def _loop_text(cycle: tuple[str, ...]) -> str:
+    """`b -> a -> b` and `a -> b -> a` are one loop; name it from its smallest member
+    so both report the same text."""
+    ring = list(cycle[:-1])
     start = ring.index(min(ring))
     ring = ring[start:] + ring[:start]
     return "alias loop: " + " -> ".join([*ring, ring[0]])
@@ -468,7 +479,7 @@ def check(rc: MailRc, *, is_account: Callable[[str], bool] = is_local_account) -
         try:
             expand([name], rc.lookup)
         except DataError as err:
-            key = _cycle_key(err.message)
+            key = _cycle_key(err)
             if key not in reported:
                 reported.add(key)
                 where = first[name]
@@ -654,7 +665,8 @@ def edit_file(path: str, change: Callable[[str], str], *, create: bool = True) -
     """Apply `change` (old text -> new text) to the mail.rc at `path` under the lock, and
     write the result atomically if it differs. True if the file was written.
 
-    A missing file reads as empty text when `create`, else raises NoUserError (67).
+    A missing file reads as empty text when `create`, else raises MissingFileError (a
+    NoUserError, 67).
     Raises CantCreateError (73) when the file or its directory is not writable and
     IOFailure (74) when writing fails; in every failure the file is left untouched.
     """
@@ -663,7 +675,7 @@ def edit_file(path: str, change: Callable[[str], str], *, create: bool = True) -
     try:
         with _locked(real) as fd:
             if fd is None and not create:
-                raise NoUserError("no such file", path=path)
+                raise MissingFileError("no such file", path=path)
             data = _read_fd(fd) if fd is not None else b""
             info = os.fstat(fd) if fd is not None else None
             old = data.decode("utf-8", "surrogateescape")

@@ -24,9 +24,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple
 
-from relay import RelayError, UsageError
+from relay import InternalError, NoInputError, RelayError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -133,70 +133,41 @@ def parse_args(argv: Sequence[str]) -> Request:
     return request
 
 
-def say(text: str, stream: TextIO | None = None) -> None:
-    out = stream or sys.stderr
-    out.write(f"{PROG}: {text}\n")
-    out.flush()
-
-
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Entry point of `mail` and `mailx`; returns a sysexits status.
 
     `env` is what the process gives (`Environment.from_process()` when None, built
-    only once the command line parsed). Called without `argv` (as the command), it
-    exits at once (`relay.finish`).
+    only once the command line parsed); its streams are where the entry wrapper
+    (`relay.run_command`: one line per error, closed streams, ^C) reports. Called
+    without `argv` (as the command), it exits at once.
     """
-    if argv is None:
-        from relay import finish
+    from relay import run_command
 
-        return finish(_main(sys.argv[1:], env))
-    return _main(argv, env)
+    if env is None:
+        return run_command(PROG, _main, argv)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = env.stdout, env.stderr
+    try:
+        return run_command(PROG, lambda args: _main(args, env), argv if argv is not None else [])
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def _main(argv: Sequence[str], env: Environment | None = None) -> int:
-    stderr = env.stderr if env is not None else sys.stderr
     try:
         request = parse_args(argv)
     except UsageError as err:
-        say(str(err), stderr)
-        stderr.write(USAGE.split("\n\n", 1)[0] + "\n")
-        stderr.flush()
-        return err.exit_code
-    try:
-        if env is None:
-            from mailx.environment import Environment
+        err.usage = USAGE.split("\n\n", 1)[0]
+        raise
+    if env is None:
+        from relay import stdin_was_closed
 
-            env = Environment.from_process()
-        return run(request, env)
-    except RelayError as err:
-        return report(err, stderr)
-    except KeyboardInterrupt:
-        say("interrupted", stderr)
-        return 130
-    except Exception as err:  # a bug outside the pipeline: one line, never a traceback
-        return report(internal_error(err), stderr)
+        if stdin_was_closed():  # `mail ... <&-`: reading would send an empty message
+            raise NoInputError("standard input is closed: no message to read")
+        from mailx.environment import Environment
 
-
-def describe(err: RelayError) -> str:
-    """The one line for `err`: what and where, the server's reply, the hint (what to
-    do), and where the message was kept."""
-    text = str(err)
-    if err.hint and err.hint not in text:
-        text += f"; {err.hint}"
-    if err.saved_to:
-        text += f"; message kept in {err.saved_to}"
-    return text
-
-
-def report(err: RelayError, stream: TextIO | None = None) -> int:
-    """Print `err` as one line and return its status (decided by its class)."""
-    say(describe(err), stream)
-    return err.exit_code
-
-
-def internal_error(err: Exception) -> RelayError:
-    """A bug, as the error `mail` reports: exit 70, the exception named."""
-    return RelayError(f"internal error: {type(err).__name__}: {err}")
+        env = Environment.from_process()
+    return run(request, env)
 
 
 def run(request: Request, env: Environment) -> int:
@@ -253,7 +224,7 @@ def run(request: Request, env: Environment) -> int:
         raise
     except Exception as err:
         # A bug: keep the built message, else the draft, if there is one.
-        bug = internal_error(err)
+        bug = InternalError(err)
         if message is not None:
             raise keeper.kept(bug, message.as_bytes, sender) from err
         if draft is not None:

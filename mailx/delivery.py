@@ -57,32 +57,20 @@ class Keeper:
         return relay.save_dead_letter(data, sender, self.path)
 
     def kept(self, err: RelayError, content: Callable[[], bytes], sender: str = "") -> RelayError:
-        """The error to raise for `err` once what `content` returns is kept: `err` with
-        `saved_to` set, or, when keeping failed too, an error of the keeping failure's
-        class (its status wins: the message is lost) that says both."""
+        """`err`, once what `content` returns is kept: with `saved_to` set, or, when
+        keeping failed too, with `keep_error` set (whose status then wins: the message
+        is nowhere, and that is what the user must fix first)."""
         if err.saved_to or self.path is None:
             return err
         try:
             err.saved_to = self.keep(content(), sender)
         except RelayError as failed:
-            return unkept(err, failed)
+            err.keep_error = failed
         except Exception as failed:  # a bug while keeping: say so, don't hide `err`
-            err.message += f"; and the message could not be kept: {failed}"
+            from relay import InternalError
+
+            err.keep_error = InternalError(failed)
         return err
-
-
-def unkept(err: RelayError, failed: RelayError) -> RelayError:
-    """`err`'s report, saying the message could not be kept, in `failed`'s class."""
-    both = type(failed)(
-        f"{err.message}; and the message could not be kept: {failed}",
-        path=err.path,
-        line=err.line,
-        step=err.step,
-        reply=err.reply,
-        hint=err.hint,
-    )
-    both.result = err.result
-    return both
 
 
 def draft_text(draft: Draft, now: datetime | None = None) -> bytes:
@@ -215,7 +203,7 @@ def deliver_external(
     import subprocess
 
     from mailx.compose import POLICY
-    from relay import ExternalStatusError
+    from relay import MtaFailedError
 
     sender = addressed.sender
     argv = [env.expand_user(mta), "-i"]
@@ -236,8 +224,8 @@ def deliver_external(
     else:
         if done.returncode == 0:
             return
-        failure = ExternalStatusError(
-            f"mta {mta} exited with status {done.returncode}", status=done.returncode
+        failure = MtaFailedError(
+            f"mta {mta} exited with status {done.returncode}", mta_status=done.returncode
         )
     raise keeper.kept(failure, lambda: bytes(message), sender.address or "")
 

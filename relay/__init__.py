@@ -6,7 +6,9 @@
 
 `submit` delivers the message now, or queues it durably (`Queue=`; `Result.queued_id`),
 or keeps it in dead.letter and raises a `RelayError` whose `exit_code` is the sysexits
-status and whose `saved_to` names where the message went.
+status and whose `saved_to` names where the message went. Every command runs through
+`relay.run_command(prog, main, argv)` (relay/entry.py), which turns errors into one line
+on stderr and that status.
 Names are imported lazily: importing `relay` costs nothing of `email`, `ssl` or `smtplib`.
 """
 
@@ -15,11 +17,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from relay.errors import (
+    AliasLoopError,
     CantCreateError,
     ConfigError,
     DataError,
-    ExternalStatusError,
+    InternalError,
     IOFailure,
+    MissingFileError,
+    MtaFailedError,
     NoInputError,
     NoPermError,
     NoUserError,
@@ -28,41 +33,11 @@ from relay.errors import (
     TempFailError,
     UnavailableError,
     UsageError,
+    status_for,
 )
 
 # The one version source: pyproject.toml reads it (tool.setuptools.dynamic).
 __version__ = "0.1.0"
-
-
-def finish(status: int) -> int:
-    """End a command now with `status`: flush stdout and stderr, then leave without the
-    interpreter's teardown (freeing every module and object costs each cron job's
-    `sendmail` several milliseconds). Safe because everything the commands write (queue,
-    dead.letter, log) goes through `os` calls and is closed or fsynced by then, and no
-    atexit handler is registered. Returns only when a flush fails (a closed pipe): the
-    caller then exits the ordinary way, which reports it.
-    """
-    import os
-    import sys
-
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        return status
-    os._exit(status)
-
-
-def reader_gone() -> int:
-    """The reader of our output went away (`mailq | head`): nothing to report to, so
-    point stdout at /dev/null (the exit flush cannot fail again) and exit EX_IOERR."""
-    import os
-    import sys
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return os.EX_IOERR
 
 
 if TYPE_CHECKING:
@@ -72,6 +47,8 @@ if TYPE_CHECKING:
     from relay.config import load as load_config
     from relay.credentials import resolve as resolve_password
     from relay.deadletter import save as save_dead_letter
+    from relay.entry import finish, reader_gone, stdin_was_closed
+    from relay.entry import run as run_command
     from relay.envelope import Identity, current_identity, validate_address
     from relay.message import Spooled
     from relay.submission import Result, submit
@@ -84,6 +61,10 @@ _LAZY = {
     "config_from_settings": ("relay.config", "from_settings"),
     "resolve_password": ("relay.credentials", "resolve"),
     "save_dead_letter": ("relay.deadletter", "save"),
+    "finish": ("relay.entry", "finish"),
+    "reader_gone": ("relay.entry", "reader_gone"),
+    "run_command": ("relay.entry", "run"),
+    "stdin_was_closed": ("relay.entry", "stdin_was_closed"),
     "Identity": ("relay.envelope", "Identity"),
     "current_identity": ("relay.envelope", "current_identity"),
     "validate_address": ("relay.envelope", "validate_address"),
@@ -104,14 +85,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AliasLoopError",
     "CantCreateError",
     "Config",
     "ConfigError",
     "DataError",
     "Expanded",
-    "ExternalStatusError",
     "IOFailure",
     "Identity",
+    "InternalError",
+    "MissingFileError",
+    "MtaFailedError",
     "NoInputError",
     "NoPermError",
     "NoUserError",
@@ -128,8 +112,12 @@ __all__ = [
     "expand",
     "finish",
     "load_config",
+    "reader_gone",
     "resolve_password",
+    "run_command",
     "save_dead_letter",
+    "status_for",
+    "stdin_was_closed",
     "submit",
     "validate_address",
 ]

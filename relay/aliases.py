@@ -11,7 +11,7 @@ Rules (s-nail's, except that a loop is refused: mail.rc(5) "DIFFERENCES FROM S-N
 - a member equal to the alias being expanded stays as that name (`alias john john
   john@x`): self-reference is not a loop;
 - `\\name` stops expansion and yields `name`;
-- a cycle through two or more aliases is a `DataError` naming the cycle;
+- a cycle through two or more aliases is an `AliasLoopError` (a `DataError`) with the `cycle`;
 - results are deduplicated, first occurrence wins.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
-from relay.errors import ConfigError, DataError
+from relay.errors import AliasLoopError, ConfigError, DataError
 
 #: Deeper nesting than this is refused even without a cycle (s-nail stops at 25).
 MAX_DEPTH = 25
@@ -53,8 +53,7 @@ def expand(names: Iterable[str], lookup: Lookup) -> list[Expanded]:
             emit(name, via)  # `alias john john john@x`: the name itself, not a loop
             return
         if name in via:
-            cycle = " -> ".join((*via[via.index(name) :], name))
-            raise DataError(f"alias loop: {cycle}")
+            raise AliasLoopError((*via[via.index(name) :], name))
         members = lookup(name)
         if members is None:
             emit(name, via)

@@ -17,7 +17,8 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from relay import __version__
-from relay.errors import RelayError, UsageError
+from relay.entry import run, stdin_was_closed
+from relay.errors import InternalError, NoInputError, RelayError, UsageError
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -194,53 +195,34 @@ def _say(stream: TextIO, text: str) -> None:
 def sendmail_main(argv: list[str] | None = None) -> int:
     """Entry point of the `sendmail` console script; returns a sysexits status.
 
-    Called without `argv` (as the command), it exits at once (`relay.finish`).
+    Called without `argv` (as the command), it exits at once (`relay.entry.run`).
     """
-    if argv is None:
-        from relay import finish
-
-        return finish(_main(sys.argv[1:]))
-    return _main(argv)
+    return run(PROG, _main, argv)
 
 
 def _main(args: list[str]) -> int:
     try:
         opts = parse_args(args)
     except UsageError as err:
-        _say(sys.stderr, str(err))
-        sys.stderr.write(USAGE + "\n")
-        return err.exit_code
+        err.usage = USAGE
+        raise
     if opts.mode == "version":
         sys.stdout.write(f"mailx-relay sendmail {__version__}\n")
         return os.EX_OK
     for note in opts.notes:
         _say(sys.stderr, note)
-    try:
-        return _run(opts)
-    except RelayError as err:
-        _report(err)
-        return err.exit_code
-    except KeyboardInterrupt:
-        _say(sys.stderr, "interrupted")
-        return 130
-    except BrokenPipeError:  # `sendmail -bp | head`: the queue is as it was
-        from relay import reader_gone
-
-        return reader_gone()
-    except Exception as err:  # a bug outside sending (which keeps the message itself)
-        _say(sys.stderr, f"internal error: {type(err).__name__}: {err}")
-        return os.EX_SOFTWARE
-
-
-def _report(err: RelayError) -> None:
-    text = str(err)
-    if err.saved_to:
-        text += f"; message kept in {err.saved_to}"
-    _say(sys.stderr, text)
+    return _run(opts)
 
 
 def _run(opts: Options) -> int:
     from relay import config as config_module
+
+    if opts.mode == "send" and stdin_was_closed():
+        # /dev/null stands in for it: reading that would send an empty message.
+        raise NoInputError(
+            "standard input is closed: no message to read",
+            hint="give the message on standard input (sendmail reads it up to end of file)",
+        )
 
     try:
         config = config_module.load(opts.config)
@@ -335,9 +317,9 @@ def _submit(opts: Options, config: Config, raw: bytes | Spooled, identity: Ident
     except RelayError:
         raise  # submit kept the message and recorded where
     except Exception as err:  # a bug: one line, the message kept, EX_SOFTWARE
-        bug = RelayError(f"internal error: {type(err).__name__}: {err}")
+        bug = InternalError(err)
         submission.keep(bug, raw, identity, config, None)
-        raise bug from None
+        raise bug from err
     if opts.verbose and result.recipients:
         _say(
             sys.stderr,

@@ -340,7 +340,7 @@ class Resolver:
         )
         raise NoUserError(
             f"recipient '{chain}' is a local name ({what}) with no alias, refused "
-            f"(never rewritten to another domain); {fix}",
+            "(never rewritten to another domain)",
             hint=fix,
         )
 

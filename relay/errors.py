@@ -1,9 +1,16 @@
-"""The relay's error tree: every failure the relay can report, each with its sysexits code.
+"""The relay's error tree: every failure the relay can report, and its sysexits status.
 
-Exit codes are decided here and nowhere else (docs/architecture.md, "Exit codes"): a caller catches
-`RelayError` and exits with `err.exit_code`. Each error carries structured fields (the
-file and line of a config error, the SMTP step and server reply of a delivery error) so
-the one-line message on stderr says what failed, where, and what to do next.
+Exit statuses are decided here and nowhere else: `STATUS` maps each error class to its
+status, and `status_of` adds the few rules that depend on an error's data (the message
+could not be kept; an external mta's own status). Commands raise these errors and
+`relay.entry.run` turns them into one line on stderr and the status; a command that
+reports several problems and goes on takes its status from `status_for(kind)`.
+
+Each error carries structured fields instead of text to parse: the file and line of a
+config error, the SMTP step, reply and reply code of a delivery error, the cycle of an
+alias loop, where the message was kept. `str(err)` is the error itself (where, what,
+the server's reply, what to do next); `err.describe()` is the whole one-line report a
+command prints: that, and what became of the message.
 
 Messages never contain a secret: code that raises these must pass only names and
 redacted text.
@@ -13,13 +20,26 @@ from __future__ import annotations
 
 import os
 
+#: Set to 1 in the environment to get the traceback of an internal error on stderr.
+DEBUG_VARIABLE = "MAILX_RELAY_DEBUG"
+
+
+def debugging() -> bool:
+    """True when MAILX_RELAY_DEBUG asks for tracebacks."""
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
 
 class RelayError(Exception):
-    """Base of every error the relay reports; `exit_code` is a sysexits value."""
+    """Base of every error the relay reports; `exit_code` is its sysexits status.
 
-    exit_code: int = os.EX_SOFTWARE
+    A bare `RelayError` is a bug (EX_SOFTWARE); raise a subclass for anything expected.
+    """
+
     #: dead.letter file the message was appended to, once the relay has kept it.
     saved_to: str | None = None
+    #: Why keeping the message in dead.letter failed too: the message is nowhere, and
+    #: the status is that failure's (it says what the user must fix first).
+    keep_error: RelayError | None = None
     #: For a partial delivery: the `relay.submission.Result` of what was accepted.
     result: object | None = None
 
@@ -31,99 +51,185 @@ class RelayError(Exception):
         line: int | None = None,
         step: str | None = None,
         reply: str | None = None,
+        code: int | None = None,
         hint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.path = path
         self.line = line
+        #: The SMTP step that failed (`RCPT TO`, `AUTH`...), the server's reply as
+        #: printable text and its reply code, for callers that classify without parsing.
         self.step = step
         self.reply = reply
+        self.code = code
+        #: What to do next, e.g. "add one with: mail-alias add bob ADDRESS".
         self.hint = hint
 
+    @property
+    def exit_code(self) -> int:
+        """The sysexits status this error ends a command with (see `status_of`)."""
+        return status_of(self)
+
     def __str__(self) -> str:
+        """Where, what, the server's reply and what to do next: the error itself, for
+        embedding in other text (a queue entry's last error, a `-bv` line)."""
         where = ""
         if self.path is not None:
             where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
-        text = where + self.message
+        text = where + self.message + self._note()
         if self.reply:
             text += f" (server said: {self.reply})"
+        if self.hint:
+            text += f"; {self.hint}"
         return text
+
+    def describe(self) -> str:
+        """The full one-line report a command prints: `str(err)` and what became of the
+        message (kept where, or why it could not be kept)."""
+        parts = [str(self)]
+        if self.keep_error is not None:
+            parts.append(f"and the message could not be kept: {self.keep_error}")
+        elif self.saved_to:
+            parts.append(f"message kept in {self.saved_to}")
+        return "; ".join(parts)
+
+    def _note(self) -> str:
+        return ""
 
 
 class UsageError(RelayError):
     """Bad flags or no recipient at all."""
 
-    exit_code = os.EX_USAGE
+    #: The command's usage text, printed after the error line when set.
+    usage: str | None = None
 
 
 class DataError(RelayError):
     """Malformed message or address, alias loop, header injection attempt."""
 
-    exit_code = os.EX_DATAERR
+
+class AliasLoopError(DataError):
+    """Aliases that expand into each other: `cycle` is the chain, first name repeated
+    at the end (`("a", "b", "a")`)."""
+
+    def __init__(
+        self, cycle: tuple[str, ...], *, path: str | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(f"alias loop: {' -> '.join(cycle)}", path=path, line=line)
+        self.cycle = cycle
 
 
 class NoInputError(RelayError):
-    """An input file (attachment, quote file) is missing or unreadable."""
-
-    exit_code = os.EX_NOINPUT
+    """An input file (attachment, quote file) is missing or unreadable, or standard
+    input is closed when a message must be read from it."""
 
 
 class NoUserError(RelayError):
     """A local name that resolves nowhere, or a recipient the server refused with 5xx."""
 
-    exit_code = os.EX_NOUSER
+
+class MissingFileError(NoUserError):
+    """The file an edit must change (`mail-alias remove`, `rename`) does not exist: so
+    neither does the alias the user named. `path` is the file."""
 
 
 class UnavailableError(RelayError):
-    """A permanent refusal: 5xx, STARTTLS missing, certificate rejected, no usable AUTH."""
-
-    exit_code = os.EX_UNAVAILABLE
+    """A permanent refusal: 5xx, STARTTLS missing, certificate rejected, no usable AUTH;
+    or an external mta that cannot be run."""
 
 
 class TempFailError(RelayError):
     """A temporary failure (4xx, unreachable, timeout): worth trying again later."""
 
-    exit_code = os.EX_TEMPFAIL
-
 
 class ProtocolError(RelayError):
     """The server broke the SMTP protocol."""
-
-    exit_code = os.EX_PROTOCOL
 
 
 class NoPermError(RelayError):
     """AUTH rejected, or a secret readable by others under StrictPermissions."""
 
-    exit_code = os.EX_NOPERM
-
 
 class ConfigError(RelayError):
     """Configuration missing, unreadable or malformed."""
-
-    exit_code = os.EX_CONFIG
 
 
 class CantCreateError(RelayError):
     """Cannot create the queue entry or dead.letter file."""
 
-    exit_code = os.EX_CANTCREAT
-
 
 class IOFailure(RelayError):
     """An I/O error while writing the queue or dead.letter (disk full, EIO)."""
 
-    exit_code = os.EX_IOERR
+
+class OutputClosedError(IOFailure):
+    """Standard output's reader went away (`mailq | head`): nothing left to report to."""
 
 
-class ExternalStatusError(RelayError):
-    """A program run in our place (`mail`'s `mta`) failed: its exit status is passed on
-    as ours, so a script sees what that program said; 70 when it has none (a signal)."""
+class MtaFailedError(RelayError):
+    """An external mta (`set mta=/usr/sbin/sendmail` in mail.rc) ran and failed:
+    `mta_status` is its exit status (negative: killed by that signal)."""
 
-    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, mta_status: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
-        self.exit_code = status if 0 < status < 256 else os.EX_SOFTWARE
+        self.mta_status = mta_status
+
+
+class InternalError(RelayError):
+    """A bug: an exception nobody expected, reported as one line. `bug` is the original
+    exception, whose traceback MAILX_RELAY_DEBUG=1 prints."""
+
+    def __init__(self, bug: BaseException) -> None:
+        super().__init__(f"internal error: {type(bug).__name__}: {bug}")
+        self.bug = bug
+
+    def _note(self) -> str:
+        return "" if debugging() else f" (run with {DEBUG_VARIABLE}=1 for details)"
+
+
+#: Not an error of ours: the user pressed ^C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
+
+#: The one table of exit statuses (sysexits), by error class; a class not listed has
+#: the status of its nearest listed base. Documented in the EXIT STATUS section of
+#: sendmail(8), mailq(1), mail(1) and mail-alias(1).
+STATUS: dict[type[RelayError], int] = {
+    RelayError: os.EX_SOFTWARE,
+    UsageError: os.EX_USAGE,
+    DataError: os.EX_DATAERR,
+    NoInputError: os.EX_NOINPUT,
+    NoUserError: os.EX_NOUSER,
+    UnavailableError: os.EX_UNAVAILABLE,
+    TempFailError: os.EX_TEMPFAIL,
+    ProtocolError: os.EX_PROTOCOL,
+    NoPermError: os.EX_NOPERM,
+    ConfigError: os.EX_CONFIG,
+    CantCreateError: os.EX_CANTCREAT,
+    IOFailure: os.EX_IOERR,
+    InternalError: os.EX_SOFTWARE,
+}
+
+
+def status_for(kind: type[RelayError]) -> int:
+    """The exit status of an error class (for a command that reports a problem and goes
+    on, and exits with the status of the first one at the end)."""
+    for cls in kind.__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
+            return status
+    return os.EX_SOFTWARE
+
+
+def status_of(err: RelayError) -> int:
+    """The exit status of `err`: its class's, except where its data decides."""
+    if err.keep_error is not None:
+        # The message is nowhere: the status names what stopped keeping it.
+        return err.keep_error.exit_code
+    if isinstance(err, MtaFailedError):
+        # The mta's own status (sysexits, like ours), unless it died of a signal.
+        return err.mta_status if 0 < err.mta_status < 256 else os.EX_SOFTWARE
+    return status_for(type(err))
 
 
 def is_temporary(err: RelayError) -> bool:

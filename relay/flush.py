@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from relay.config import Config, Mailhub, parse_hostport
-from relay.errors import RelayError, TempFailError, is_temporary
+from relay.errors import (
+    DataError,
+    RelayError,
+    TempFailError,
+    UnavailableError,
+    is_temporary,
+    status_for,
+)
 from relay.queue import Corrupt, Entry, Locked, Queue, queue_dir
 
 if TYPE_CHECKING:
@@ -89,9 +96,9 @@ class FlushReport:
         if self.errors:
             return self.errors[0].exit_code
         if self.failed or self.expired:
-            return os.EX_UNAVAILABLE
+            return status_for(UnavailableError)
         if self.corrupt:
-            return os.EX_DATAERR
+            return status_for(DataError)
         return os.EX_OK
 
     def summary(self) -> str:

@@ -8,12 +8,11 @@ The queue logic is `relay.queue` (storage, locks, back-off) and `relay.flush` (s
 Imports are lazy: listing an empty queue loads neither `email`, `ssl` nor `smtplib`,
 since a monitoring check may run it every minute.
 
-Exit status (mailq(1) EXIT STATUS): listing 0 unless the configuration (78) or the queue
-directory (73) is unusable; deleting 66 for an id not in the queue, 65 for a corrupt
-entry, 75 for one being delivered, 73/74 when dead.letter cannot be written; a flush 0
-when everything due was sent or stays queued for a temporary reason, else the status
-`FlushReport.exit_code` gives (a failed session first, then a local write error, then 69
-for entries given up, then 65 for corrupt ones).
+Exit status (documented in mailq(1); every status comes from the table in relay/errors.py,
+and errors become one line through `relay.entry.run`): listing 0 unless the configuration
+(78) or the queue directory (73) is unusable; deleting the status of the first entry that
+could not be deleted; a flush 0 when everything due was sent or stays queued for a
+temporary reason, else the status `FlushReport.exit_code` gives.
 """
 
 from __future__ import annotations
@@ -25,7 +24,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from relay import __version__
-from relay.errors import RelayError, UsageError
+from relay.entry import run
+from relay.errors import (
+    DataError,
+    NoInputError,
+    RelayError,
+    TempFailError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -136,52 +142,33 @@ def _mode(opts: Options, wanted: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mailq` console script; returns a sysexits status.
 
-    Called without `argv` (as the command), it exits at once (`relay.finish`).
+    Called without `argv` (as the command), it exits at once (`relay.entry.run`).
     """
-    if argv is None:
-        from relay import finish
-
-        return finish(_main(sys.argv[1:]))
-    return _main(argv)
+    return run(PROG, _main, argv)
 
 
 def _main(args: Sequence[str]) -> int:
     try:
         opts = parse_args(args)
     except UsageError as err:
-        say(sys.stderr, str(err))
-        sys.stderr.write(USAGE + "\n")
-        return err.exit_code
+        err.usage = USAGE
+        raise
     if opts.mode == "version":
         sys.stdout.write(f"mailx-relay mailq {__version__}\n")
         return os.EX_OK
     if opts.mode == "help":
         sys.stdout.write(HELP + "\n")
         return os.EX_OK
-    try:
-        from relay import config as config_module
+    from relay import config as config_module
 
-        config = config_module.load(opts.config)
-        for warning in config.warnings:
-            say(sys.stderr, warning)
-        if opts.mode == "flush":
-            return run_flush(config, force=opts.force, quiet=opts.quiet, verbose=opts.verbose)
-        if opts.mode == "delete":
-            return delete(config, opts.ids)
-        return show(config, as_json=opts.json)
-    except RelayError as err:
-        say(sys.stderr, str(err))
-        return err.exit_code
-    except BrokenPipeError:  # `mailq | head`: the queue is as it was
-        from relay import reader_gone
-
-        return reader_gone()
-    except Exception as err:  # a bug: one line, and the queue is as it was (locks die)
-        say(sys.stderr, f"internal error: {type(err).__name__}: {err}")
-        return os.EX_SOFTWARE
-    except KeyboardInterrupt:
-        say(sys.stderr, "interrupted")
-        return 130
+    config = config_module.load(opts.config)
+    for warning in config.warnings:
+        say(sys.stderr, warning)
+    if opts.mode == "flush":
+        return run_flush(config, force=opts.force, quiet=opts.quiet, verbose=opts.verbose)
+    if opts.mode == "delete":
+        return delete(config, opts.ids)
+    return show(config, as_json=opts.json)
 
 
 def say(stream: TextIO, text: str, prog: str = PROG) -> None:
@@ -417,35 +404,42 @@ class _Progress:
 def delete(
     config: Config, wanted: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    """`mailq --delete ID...`: each entry to its dead.letter, then out of the queue."""
+    """`mailq --delete ID...`: each entry to its dead.letter, then out of the queue.
+
+    Each problem is one line on `err` and the command goes on with the next ID; the
+    status is that of the first problem."""
     from relay.queue import Queue, queue_dir
 
     out = out or sys.stdout
     err = err or sys.stderr
-    status = os.EX_OK
+    problems: list[RelayError] = []
+
+    def problem(failure: RelayError) -> None:
+        say(err, failure.describe())
+        problems.append(failure)
+
     try:
         queue = Queue.open(queue_dir(config.queue_dir), create=False)
     except FileNotFoundError:
         for name in wanted:
-            say(err, f"no queue entry '{name}' (the queue is empty)")
-        return os.EX_NOINPUT
+            problem(NoInputError(f"no queue entry '{name}' (the queue is empty)"))
+        return problems[0].exit_code if problems else os.EX_OK
     with queue:
         for name in wanted:
             try:
                 found = queue.find(name)
                 locked = queue.lock(found)
             except KeyError as missing:
-                say(err, str(missing.args[0]))
-                status = status or os.EX_NOINPUT
+                problem(NoInputError(str(missing.args[0])))
                 continue
             except ValueError as bad:
-                say(err, f"{name}: corrupt entry, not deleted: {bad}")
-                status = status or os.EX_DATAERR
+                problem(DataError(f"{name}: corrupt entry, not deleted: {bad}"))
                 continue
             if locked is None:
                 if queue.has(found):
-                    say(err, f"{found}: being delivered right now; try again in a moment")
-                    status = status or os.EX_TEMPFAIL
+                    problem(
+                        TempFailError(f"{found}: being delivered right now; try again in a moment")
+                    )
                 else:
                     say(err, f"{found}: left the queue meanwhile (delivered)")
                 continue
@@ -454,8 +448,8 @@ def delete(
                     saved = locked.to_dead_letter("deleted from the queue with mailq --delete")
                     locked.remove()
                 except RelayError as failed:
-                    say(err, f"{found}: {failed}; the entry stays queued")
-                    status = status or failed.exit_code
+                    say(err, f"{found}: {failed.describe()}; the entry stays queued")
+                    problems.append(failed)
                     continue
             say(out, f"{found}: moved to {saved}")
-    return status
+    return problems[0].exit_code if problems else os.EX_OK

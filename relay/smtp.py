@@ -335,11 +335,13 @@ class Session:
                     f"{self.hub} could not check the login now (AUTH {method})",
                     step="AUTH",
                     reply=reply_text(err.code, err.message),
+                    code=err.code,
                 ) from None
             raise NoPermError(
                 f"{self.hub} rejected the login of '{user}' (AUTH {method})",
                 step="AUTH",
                 reply=reply_text(err.code, err.message),
+                code=err.code,
             ) from None
         self.auth_method = method
 
@@ -453,17 +455,32 @@ def _response_error(code: int, message: bytes, step: str, what: str = "") -> Rel
     reply = reply_text(code, message)
     about = f" {what}" if what else ""
     if 400 <= code < 500:
-        return TempFailError(f"temporary refusal at {step}{about}", step=step, reply=reply)
+        return TempFailError(
+            f"temporary refusal at {step}{about}", step=step, reply=reply, code=code
+        )
     if 500 <= code < 600:
-        return UnavailableError(f"permanent refusal at {step}{about}", step=step, reply=reply)
-    return ProtocolError(f"unexpected reply at {step}{about}", step=step, reply=reply)
+        return UnavailableError(
+            f"permanent refusal at {step}{about}", step=step, reply=reply, code=code
+        )
+    return ProtocolError(f"unexpected reply at {step}{about}", step=step, reply=reply, code=code)
 
 
 def _refused_error(refused: dict[str, tuple[int, str]]) -> RelayError:
     listed = "; ".join(f"<{rcpt}>: {reply}" for rcpt, (_code, reply) in refused.items())
-    if any(400 <= code < 500 for code, _ in refused.values()):
-        return TempFailError(f"RCPT TO: every recipient refused for now: {listed}", step="RCPT TO")
-    return NoUserError(f"RCPT TO: every recipient refused: {listed}", step="RCPT TO")
+    codes = [code for code, _ in refused.values()]
+    # `code`: the first reply of the kind that decides (one 4xx makes it worth a retry).
+    temporary = [code for code in codes if 400 <= code < 500]
+    if temporary:
+        return TempFailError(
+            f"RCPT TO: every recipient refused for now: {listed}",
+            step="RCPT TO",
+            code=temporary[0],
+        )
+    return NoUserError(
+        f"RCPT TO: every recipient refused: {listed}",
+        step="RCPT TO",
+        code=codes[0] if codes else None,
+    )
 
 
 def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:

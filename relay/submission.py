@@ -368,8 +368,7 @@ def keep(
         err.saved_to = deadletter.save(whole, sender, path)
     except RelayError as failed:
         err.saved_to = None
-        err.message += f"; and the message could not be kept: {failed}"
-        err.exit_code = failed.exit_code
+        err.keep_error = failed  # describe() says so; the status becomes failed's
 
 
 def _explain(prepared: Prepared, out: TextIO) -> None:

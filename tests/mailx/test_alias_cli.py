@@ -307,7 +307,10 @@ def test_internal_errors_are_one_line_70(
     monkeypatch.setattr(mailx.mailrc, "load", broken)
     status, _, err = run(capsys, "list")
     assert status == 70
-    assert err == "mail-alias: internal error: ZeroDivisionError: boom\n"
+    assert err == (
+        "mail-alias: internal error: ZeroDivisionError: boom "
+        "(run with MAILX_RELAY_DEBUG=1 for details)\n"
+    )
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["frob"], ["--version"]])

@@ -31,7 +31,7 @@ from mailx.aliasbook import (
     validate_name,
 )
 from mailx.mailrc import MailRc, evaluate, is_valid_alias_name, parse, parse_recipient
-from relay import CantCreateError, DataError, NoUserError, RelayError
+from relay import CantCreateError, DataError, MissingFileError, NoUserError, RelayError
 
 CORPUS = Path(__file__).parent.parent / "data" / "mailrc"
 CASES = sorted(p.stem for p in CORPUS.glob("*.rc"))
@@ -647,6 +647,19 @@ def test_edit_file_leaves_the_file_untouched_on_refusal(tmp_path: Path) -> None:
     assert path.read_text() == "alias a b\n"
     assert path.stat().st_ino == inode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mail.rc"]
+
+
+def test_edit_file_without_create_on_a_missing_file_says_which(tmp_path: Path) -> None:
+    path = tmp_path / "none.rc"
+    with pytest.raises(MissingFileError) as caught:
+        edit_file(str(path), append("y@e.org"), create=False)
+    assert (caught.value.path, caught.value.exit_code) == (str(path), 67)
+    assert not path.exists()
+
+
+def test_check_reports_a_loop_once_whichever_alias_enters_it() -> None:
+    found = [str(f) for f in check(rc_of("alias c a\nalias b c\nalias a b\nalias t b\n"))]
+    assert found == ["t.rc:1: error: alias loop: a -> b -> c -> a"]
 
 
 def test_edit_file_unwritable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from relay.aliases import MAX_DEPTH, expand, parse_alias_file
-from relay.errors import ConfigError, DataError
+from relay.errors import AliasLoopError, ConfigError, DataError
 
 
 def table(**entries: Sequence[str]) -> dict[str, Sequence[str]]:
@@ -37,8 +37,18 @@ def test_backslash_stops_expansion() -> None:
 
 
 def test_loop_is_refused_naming_the_cycle() -> None:
-    with pytest.raises(DataError, match=r"alias loop: a -> b -> c -> a"):
+    with pytest.raises(DataError, match=r"alias loop: a -> b -> c -> a") as caught:
         expand(["a"], table(a=["b"], b=["c"], c=["a"]).get)
+    # The cycle as data, for callers that compare loops (mail-alias check).
+    assert isinstance(caught.value, AliasLoopError)
+    assert caught.value.cycle == ("a", "b", "c", "a")
+
+
+def test_a_loop_entered_midway_names_only_the_cycle() -> None:
+    with pytest.raises(AliasLoopError) as caught:
+        expand(["team"], table(team=["a"], a=["b"], b=["a"]).get)
+    assert caught.value.cycle == ("a", "b", "a")
+    assert caught.value.exit_code == 65
 
 
 def test_depth_is_bounded() -> None:

@@ -321,6 +321,30 @@ class TestFaults:
         assert step in str(err)
         assert hub.messages == []
 
+    @pytest.mark.parametrize(
+        ("faults", "step", "code"),
+        [
+            ({"CONNECT": (421, "4.3.2 busy")}, "greeting", 421),
+            ({"MAIL": (550, "5.7.1 not you")}, "MAIL FROM", 550),
+            ({"RCPT": (451, "4.2.0 greylisted")}, "RCPT TO", 451),
+            ({"EOD": (552, "5.3.4 too big")}, "DATA", 552),
+        ],
+    )
+    def test_a_server_reply_is_data_step_and_code(
+        self,
+        tmp_path: Path,
+        mailhub: MailHubFactory,
+        faults: dict[str, tuple[int, str]],
+        step: str,
+        code: int,
+    ) -> None:
+        """Callers classify by `code` and `step`, never by parsing the text."""
+        err = fail(tmp_path, mailhub(faults=faults))
+        assert err.code == code, str(err)
+        assert err.step is not None and err.step.startswith(step)
+        if step != "RCPT TO":  # refused recipients: each reply is listed in the text
+            assert err.reply is not None and err.reply.startswith(str(code))
+
     def test_reply_text_is_in_the_error(self, tmp_path: Path, mailhub: MailHubFactory) -> None:
         hub = mailhub(faults={"RCPT": (550, "5.1.1 no such user")})
         assert "550 5.1.1 no such user" in str(fail(tmp_path, hub))
