@@ -365,11 +365,18 @@ def keep(
     sender, _why = default_sender_address(config, who)
     try:
         whole = raw.read_all() if isinstance(raw, Spooled) else raw
-        err.saved_to = deadletter.save(whole, sender, path)
+        err.saved_to = deadletter.save(whole, sender, path, spool=_spool(config))
     except RelayError as failed:
         err.saved_to = None
         err.message += f"; and the message could not be kept: {failed}"
         err.exit_code = failed.exit_code
+
+
+def _spool(config: Config) -> str:
+    """The queue directory whose dead area keeps what root cannot put in a dead.letter."""
+    from relay.queue import queue_dir
+
+    return queue_dir(config.queue_dir)
 
 
 def _explain(prepared: Prepared, out: TextIO) -> None:
