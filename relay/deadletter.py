@@ -19,6 +19,10 @@ the offline drop, root's own `sendmail`), the message is kept in the system spoo
 dead-letter area instead: `<queue dir>/dead/`, 0700 root, one file per message named
 `<id>.<owner uid>`, read by root's `mailq --dead` (mailq(1)). Otherwise the error says
 that the message could not be kept (73 or 74): the only honest outcome.
+
+The file size limit (`ulimit -f`): Python starts with SIGXFSZ ignored, so a write past
+it fails with EFBIG instead of killing us; that is an I/O failure (74), and the partial
+entry is cut off again so the mbox stays readable.
 """
 
 from __future__ import annotations
@@ -136,8 +140,16 @@ def _append(message: bytes, sender: str, path: str, what: str) -> str:
         if info.st_mode & 0o077:
             os.fchmod(fd, 0o600)
         fcntl.lockf(fd, fcntl.LOCK_EX)
-        _write_all(fd, mbox_entry(message, sender))
-        os.fsync(fd)
+        end = os.fstat(fd).st_size
+        try:
+            _write_all(fd, mbox_entry(message, sender))
+            os.fsync(fd)
+        except OSError:
+            # A half-written entry (disk full, ulimit -f) would glue the next one onto
+            # it: cut the mbox back to where it was.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)
+            raise
     except OSError as err:
         raise _io_error(err, f"cannot write {what}", path) from None
     finally:
@@ -186,7 +198,9 @@ def save_to_spool(
 
     where = spool_dir(queue_dir)
     try:
-        os.makedirs(where, 0o700, exist_ok=True)
+        for path in (os.path.dirname(where), where):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700)  # the queue directory too: 0700, as relay.queue makes it
         dir_fd = os.open(where, _DIR_FLAGS)
     except OSError as err:
         raise _io_error(err, "cannot use the spool's dead-letter area", where) from None
