@@ -94,7 +94,7 @@ class ProtocolError(RelayError):
 
 
 class NoPermError(RelayError):
-    """AUTH rejected, or an AuthPassFile every user can read under StrictPermissions=no."""
+    """AUTH rejected, or a secret readable by others under StrictPermissions."""
 
     exit_code = os.EX_NOPERM
 
