@@ -202,3 +202,24 @@ def test_file_size_limit_on_dead_letter_is_74_not_an_internal_error(
     assert done.returncode == os.EX_IOERR, line
     assert "could not be kept" in line and "ulimit -f" in line
     assert dead.read_bytes() == b""  # no half entry glued into the mbox
+
+
+def test_uid_without_passwd_entry_or_home_is_told_the_message_was_not_kept(
+    public: Path, mailhub: MailHubFactory
+) -> None:
+    hub = mailhub(faults=REFUSE)
+    conf = readable_config(public, hub.port)
+    done = subprocess.run(
+        [
+            *("setpriv", "--reuid=4000000", "--regid=4000000", "--clear-groups"),
+            *(command("sendmail"), "-C", str(conf), "ops@example.com"),
+        ],
+        input=MESSAGE,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LOGNAME": "ghost"},  # no HOME
+        timeout=30,
+        check=False,
+    )
+    line = assert_one_clean_line(done.stderr)
+    assert done.returncode == os.EX_CANTCREAT, line
+    assert "could not be kept" in line and "no home directory" in line
