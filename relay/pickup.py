@@ -412,9 +412,11 @@ def identity_of(uid: int) -> Identity:
 
 def _move_aside(dir_fd: int, name: str, spool: Queue) -> str | None:
     """Rename into `<queue>/corrupt/offline.<name>`; remove it if that fails."""
+    from relay.queue import SET_ASIDE_PREFIX
+
     corrupt = os.path.join(spool.path, "corrupt")
     for attempt in range(100):
-        target = f"offline.{name}" + (f".{attempt}" if attempt else "")
+        target = f"{SET_ASIDE_PREFIX}{name}" + (f".{attempt}" if attempt else "")
         try:
             if os.path.lexists(os.path.join(corrupt, target)):
                 continue

@@ -64,6 +64,10 @@ TMP_MAX_AGE = 3600.0
 #: The steps of one message's own transaction (names used by relay.smtp).
 MESSAGE_STEPS = frozenset({"MAIL FROM", "RCPT TO", "DATA"})
 
+#: Files of the offline drop that relay.pickup moved into corrupt/, never sent.
+SET_ASIDE_PREFIX = "offline."
+SET_ASIDE_REASON = "an offline drop file the pickup set aside (reported by that flush); never sent"
+
 _ID = re.compile(r"^[0-9]{14}\.[0-9]{6}\.[0-9]+\.[0-9a-f]{6}$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Errors that mean "the disk said no" rather than "we may not create here".
@@ -407,6 +411,9 @@ class Queue:
             except ValueError as err:
                 found.corrupt.append(Corrupt(name, str(err), quarantined=False))
         for name in sorted(os.listdir(self._corrupt)):
+            if name.startswith(SET_ASIDE_PREFIX):
+                found.corrupt.append(Corrupt(name, SET_ASIDE_REASON, quarantined=True))
+                continue
             try:
                 self._load(self._corrupt, name)
                 reason = "quarantined, but now readable: move it back to new/ to retry it"

@@ -216,6 +216,9 @@ def test_suspicious_files_are_set_aside_and_never_queued(
     (line,) = report.lines()
     assert bad.name in line and reason in line and "not sent" in line
     assert report.exit_code() == os.EX_DATAERR
+    with Queue.open(str(tmp_path / "queue")) as queue:
+        (listed,) = queue.scan().corrupt  # root's mailq shows it among the corrupt entries
+    assert listed.id == f"offline.{bad.name}" and "offline drop file" in listed.reason
 
 
 def test_oversized_file_is_set_aside(tmp_path: Path, offline: Path) -> None:
