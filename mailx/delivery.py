@@ -33,11 +33,16 @@ if TYPE_CHECKING:
 
 
 def dead_letter_path(variables: Mapping[str, str], env: Environment) -> str:
-    """The variable DEAD, else ~/dead.letter."""
+    """The variable DEAD, else dead.letter in the sender's own home: `~` when it is
+    theirs, else their passwd home (cron may hand a user's job `HOME=/root`, where the
+    message could not be kept), as the relay decides it for `sendmail`."""
     dead = variables.get("DEAD")
     if dead:
         return env.expand_user(dead)
-    return os.path.join(env.home, "dead.letter")
+    import relay
+
+    home = relay.own_home({"HOME": env.home}, os.getuid()) or env.home
+    return os.path.join(home, "dead.letter")
 
 
 class Keeper:

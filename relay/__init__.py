@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from relay.config import from_settings as config_from_settings
     from relay.config import load as load_config
     from relay.credentials import resolve as resolve_password
+    from relay.deadletter import own_home
     from relay.deadletter import save as save_dead_letter
     from relay.entry import finish, reader_gone, stdin_was_closed
     from relay.entry import run as run_command
@@ -61,6 +62,7 @@ _LAZY = {
     "config_from_settings": ("relay.config", "from_settings"),
     "resolve_password": ("relay.credentials", "resolve"),
     "save_dead_letter": ("relay.deadletter", "save"),
+    "own_home": ("relay.deadletter", "own_home"),
     "finish": ("relay.entry", "finish"),
     "reader_gone": ("relay.entry", "reader_gone"),
     "run_command": ("relay.entry", "run"),
@@ -112,6 +114,7 @@ __all__ = [
     "expand",
     "finish",
     "load_config",
+    "own_home",
     "reader_gone",
     "resolve_password",
     "run_command",

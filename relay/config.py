@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-from relay.errors import ConfigError, NoPermError
+from relay.errors import ConfigError
 
 DEFAULT_PATH = "/etc/ssmtp/ssmtp.conf"
 DEFAULT_BACKOFF = (60, 3600)
@@ -76,7 +76,8 @@ class Config(NamedTuple):
     queue_backoff: tuple[int, int] = DEFAULT_BACKOFF
     log_file: str | None = None
     syslog: bool = False
-    strict_permissions: bool = False
+    #: A secret every local user can read is refused (78), not only warned about.
+    strict_permissions: bool = True
     revaliases: Mapping[str, RevAlias] = MappingProxyType({})
     revaliases_path: str | None = None
     #: key -> "path:line" where it was set, for `sendmail -P`.
@@ -336,15 +337,20 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
     if not config.mailhubs:
         raise ConfigError("no mailhub set (mailhub=host[:port])", path=path)
     warnings = list(config.warnings)
-    if config.auth_pass is not None and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        fix = f"chmod 600 {path}"
-        text_warning = (
-            f"{path}: holds AuthPass but is readable by others (mode "
-            f"{stat.S_IMODE(info.st_mode):o}); fix with: {fix}"
+    if config.auth_pass is not None and info.st_mode & stat.S_IROTH:
+        # Group-readable is how ssmtp ships it (0640 root:mail) and fine: only "other"
+        # means every local user can read the password.
+        readable = (
+            f"holds AuthPass but every local user can read it (mode {stat.S_IMODE(info.st_mode):o})"
         )
         if config.strict_permissions:
-            raise NoPermError(text_warning.split(": ", 1)[1], path=path)
-        warnings.append("warning: " + text_warning)
+            raise ConfigError(
+                f"{readable}; refused (StrictPermissions=yes, the default). Fix: chmod 640 "
+                f"{path} and let users send through mailx-relayd, or move the password to an "
+                "AuthPassFile (mode 600 or 640)",
+                path=path,
+            )
+        warnings.append(f"warning: {path}: {readable}; fix with: chmod 640 {path}")
     if not config.tls_verify and config.secure:
         warnings.append(
             f"warning: {config.sources.get('tls_verify', path)}: TLSVerify=no accepts any "

@@ -1,9 +1,11 @@
 """The mailhub secret: `-ap`, `AuthPass`, `AuthPassFile` or `AuthPassCommand`.
 
-`AuthPassFile` must be owner-only (msmtp's rule for files holding secrets) and its first
-line is the secret. `AuthPassCommand` runs with an argument vector (split like a shell
-would, but no shell runs unless the value starts with `sh -c`), stdin closed, a timeout,
-and its first output line is the secret or OAuth token. Failures name the key, never the
+`AuthPassFile` may be read by its owner and group (0600, or 0640 with the group the
+mailx-relayd service runs as), never by every local user: that is refused with 78 under
+`StrictPermissions=yes` (the default), 77 without it. Its first line is the secret.
+`AuthPassCommand` runs with an argument vector (split like a shell would, but no shell
+runs unless the value starts with `sh -c`), stdin closed, a timeout, and its first output
+line is the secret or OAuth token. Failures name the key, never the
 secret or the command's output.
 """
 
@@ -41,12 +43,8 @@ def _from_file(config: Config) -> str:
         raise ConfigError(f"AuthPassFile {path}: {err.strerror or err}", path=where) from None
     try:
         info = os.fstat(fd)
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise NoPermError(
-                f"AuthPassFile {path} is readable by others (mode "
-                f"{stat.S_IMODE(info.st_mode):o}); fix with: chmod 600 {path}",
-                path=where,
-            )
+        if info.st_mode & stat.S_IRWXO:
+            _readable_by_everyone(config, path, info, where)
         data = os.read(fd, 65536)
     finally:
         os.close(fd)
@@ -54,6 +52,21 @@ def _from_file(config: Config) -> str:
     if not secret:
         raise ConfigError(f"AuthPassFile {path} is empty", path=where)
     return secret
+
+
+def _readable_by_everyone(config: Config, path: str, info: os.stat_result, where: str) -> None:
+    mode = f"{stat.S_IMODE(info.st_mode):o}"
+    if config.strict_permissions:
+        raise ConfigError(
+            f"AuthPassFile {path} can be read by every local user (mode {mode}); refused "
+            f"(StrictPermissions=yes, the default). Fix: chmod 640 {path} with the group of "
+            f"mailx-relayd (or chmod 600 {path}), and let users send through the service",
+            path=where,
+        )
+    raise NoPermError(
+        f"AuthPassFile {path} is readable by others (mode {mode}); fix with: chmod 640 {path}",
+        path=where,
+    )
 
 
 def _from_command(config: Config) -> str:

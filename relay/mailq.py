@@ -1,7 +1,9 @@
 """`mailq`: list the queue, flush it, delete an entry; argv and output, nothing else.
 
     mailq [-C file] [--json]                       list (also `sendmail -bp`)
-    mailq --flush [--force] [--quiet] [-v] [-C file]  deliver (also `sendmail -q`)
+    mailq --dead [-C file] [--json]                list the spool's dead-letter area
+    mailq --flush [--force] [--quiet] [-v] [-C file]  deliver (also `sendmail -q`);
+                                                   root picks up the offline drop first
     mailq --delete ID... [-C file]                  move entries to dead.letter
 
 The queue logic is `relay.queue` (storage, locks, back-off) and `relay.flush` (sending).
@@ -35,6 +37,7 @@ from relay.errors import (
 
 if TYPE_CHECKING:
     from relay.config import Config
+    from relay.deadletter import DeadEntry
     from relay.flush import FlushReport
     from relay.queue import Corrupt, Entry
 
@@ -42,6 +45,7 @@ PROG = "mailq"
 
 USAGE = """\
 usage: mailq [-C file] [--json]
+       mailq --dead [-C file] [--json]
        mailq --flush [--force] [--quiet] [-v] [-C file]
        mailq --delete ID... [-C file]
        mailq -V | --version | -h | --help"""
@@ -54,7 +58,9 @@ List the mail queue, deliver it, or take entries out of it.
 
   -C, --config FILE  relay configuration (default: $RELAY_CONFIG, /etc/ssmtp/ssmtp.conf)
   --json             list as JSON, for monitoring
-  --flush            deliver every due entry over one connection (= sendmail -q)
+  --dead             list the messages kept in the spool's dead-letter area
+  --flush            deliver every due entry over one connection (= sendmail -q);
+                     as root, pick up the offline drop first
   --force            with --flush: ignore the back-off, try every entry now
   --quiet            with --flush: print errors only, no summary line (for cron)
   -v, --verbose      with --flush: show the SMTP dialogue on standard error
@@ -70,7 +76,7 @@ class Options:
     `mailq -V`, a usage error and an empty listing a good part of their start-up)."""
 
     def __init__(self) -> None:
-        self.mode = "list"  # list | flush | delete | version | help
+        self.mode = "list"  # list | dead | flush | delete | version | help
         self.config: str | None = None
         self.json = False
         self.force = False
@@ -114,6 +120,8 @@ def parse_args(argv: Sequence[str]) -> Options:
             opts.verbose = True
         elif arg == "--delete":
             opts.mode = _mode(opts, "delete")
+        elif arg == "--dead":
+            opts.mode = _mode(opts, "dead")
         elif arg in ("-V", "--version"):
             opts.mode = "version"
         elif arg in ("-h", "--help"):
@@ -128,7 +136,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         return opts
     if opts.force and opts.mode != "flush":
         raise UsageError("--force goes with --flush")
-    if opts.json and opts.mode != "list":
+    if opts.json and opts.mode not in ("list", "dead"):
         raise UsageError("--json goes with the listing only")
     return opts
 
@@ -168,6 +176,8 @@ def _main(args: Sequence[str]) -> int:
         return run_flush(config, force=opts.force, quiet=opts.quiet, verbose=opts.verbose)
     if opts.mode == "delete":
         return delete(config, opts.ids)
+    if opts.mode == "dead":
+        return show_dead(config, as_json=opts.json)
     return show(config, as_json=opts.json)
 
 
@@ -199,14 +209,86 @@ def show(
             status = queue.read_status()
     except FileNotFoundError:
         scan = Scan()
+    system = _system_part(path)
     if as_json:
         import json
 
-        out.write(json.dumps(_as_json(path, scan.entries, scan.corrupt, status, when), indent=2))
+        data = _as_json(path, scan.entries, scan.corrupt, status, when)
+        if system is not None:
+            data["system_queue"] = system
+        out.write(json.dumps(data, indent=2))
         out.write("\n")
     else:
         out.write(_as_text(path, scan.entries, scan.corrupt, status, when))
+        if system is not None:
+            out.write(_system_text(system, when))
     return os.EX_OK
+
+
+def system_entries_for(uid: int, path: str | None = None) -> list[Entry] | None:
+    """The system queue's entries sent by `uid`; None when this process may not read them.
+
+    The spool is root's (0700): an ordinary user gets None here, and is told that root
+    (or the service) lists them. The boundary is a function so that a query to the
+    submission service can answer instead, without changing the listing.
+    """
+    from relay.queue import SYSTEM_QUEUE_DIR, Queue
+
+    try:
+        with Queue.open(path or SYSTEM_QUEUE_DIR, create=False) as queue:
+            scan = queue.scan()
+    except FileNotFoundError:
+        return []
+    except (OSError, RelayError):
+        return None
+    return [entry for entry in scan.entries if entry.uid == uid]
+
+
+def _system_part(listed: str) -> dict[str, Any] | None:
+    """For an ordinary user: their entries in the system queue, or why they are not shown."""
+    from relay.queue import SYSTEM_QUEUE_DIR
+
+    if os.geteuid() == 0 or os.path.abspath(listed) == SYSTEM_QUEUE_DIR:
+        return None
+    if not os.path.isdir(SYSTEM_QUEUE_DIR):
+        return None  # no system relay on this host: nothing of theirs can be there
+    uid = os.getuid()
+    found = system_entries_for(uid)
+    return {
+        "queue": SYSTEM_QUEUE_DIR,
+        "uid": uid,
+        "entries": None if found is None else [_entry_json(e, time.time()) for e in found],
+        "note": None if found is not None else NOT_YOURS_TO_READ,
+    }
+
+
+NOT_YOURS_TO_READ = (
+    "messages you sent through the system relay (the service or the offline drop) wait "
+    "in the system queue, which only root may read: root's mailq lists them with your uid"
+)
+
+
+def _system_text(system: Mapping[str, Any], now: float) -> str:
+    entries = system["entries"]
+    if entries is None:
+        return f"-- {system['queue']}: {system['note']}\n"
+    if not entries:
+        return f"-- none of yours in the system queue {system['queue']}\n"
+    lines = [f"-- yours in the system queue {system['queue']}:"]
+    lines.extend(f"{e['id']:<34} {e['size']:>7} {', '.join(e['recipients'])}" for e in entries)
+    return "\n".join(lines) + "\n"
+
+
+def user_name(uid: int | None) -> str:
+    """The login of a sender's uid for a listing: name, else the number, else "-"."""
+    if uid is None:
+        return "-"  # queued before senders' uids were recorded
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _as_json(
@@ -218,23 +300,7 @@ def _as_json(
 ) -> dict[str, Any]:
     return {
         "queue": path,
-        "entries": [
-            {
-                "id": entry.id,
-                "queued_at": iso(entry.queued_at),
-                "age": round(entry.age(now)),
-                "size": entry.size,
-                "sender": entry.sender,
-                "recipients": list(entry.recipients),
-                "delivered": list(entry.delivered),
-                "attempts": entry.attempts,
-                "last_error": entry.last_error,
-                "next_try": iso(entry.next_try),
-                "due": entry.due(now),
-                "message_id": entry.message_id,
-            }
-            for entry in entries
-        ],
+        "entries": [_entry_json(entry, now) for entry in entries],
         "corrupt": [
             {
                 "id": bad.id,
@@ -245,6 +311,25 @@ def _as_json(
             for bad in corrupt
         ],
         "last_flush": _status_json(status),
+    }
+
+
+def _entry_json(entry: Entry, now: float) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "queued_at": iso(entry.queued_at),
+        "age": round(entry.age(now)),
+        "size": entry.size,
+        "sender": entry.sender,
+        "uid": entry.uid,
+        "user": None if entry.uid is None else user_name(entry.uid),
+        "recipients": list(entry.recipients),
+        "delivered": list(entry.delivered),
+        "attempts": entry.attempts,
+        "last_error": entry.last_error,
+        "next_try": iso(entry.next_try),
+        "due": entry.due(now),
+        "message_id": entry.message_id,
     }
 
 
@@ -267,13 +352,14 @@ def _as_text(
     lines: list[str] = []
     if entries:
         lines.append(
-            f"{'Queue ID':<34} {'Size':>7} {'Age':>5} {'Tries':>5}  {'Next try':<9} Sender"
+            f"{'Queue ID':<34} {'Size':>7} {'Age':>5} {'Tries':>5}  {'Next try':<9} "
+            f"{'User':<10} Sender"
         )
         for entry in entries:
             wait = "now" if entry.due(now) else "in " + ago(entry.next_try - now)
             lines.append(
                 f"{entry.id:<34} {entry.size:>7} {ago(entry.age(now)):>5} {entry.attempts:>5}  "
-                f"{wait:<9} {entry.sender or '<>'}"
+                f"{wait:<9} {user_name(entry.uid):<10} {entry.sender or '<>'}"
             )
             if entry.last_error:
                 lines.append(f"  (last error: {entry.last_error})")
@@ -306,7 +392,106 @@ def ago(seconds: float) -> str:
     return f"{seconds}s"
 
 
+# -- the spool's dead-letter area -----------------------------------------------------------
+
+
+def dead_entries_for(uid: int, queue_path: str | None = None) -> list[DeadEntry] | None:
+    """Messages kept for `uid` in the spool's dead area; None when we may not read it.
+
+    Root reads the area; an ordinary user may not (it is root's, 0700). A function so a
+    query to the submission service can answer here later.
+    """
+    from relay import deadletter
+
+    try:
+        return deadletter.spool_entries(queue_path, owner=uid)
+    except OSError:
+        return None
+
+
+def show_dead(
+    config: Config, *, as_json: bool = False, out: TextIO | None = None, now: float | None = None
+) -> int:
+    """`mailq --dead`: root sees every kept message with its owner, a user their own."""
+    from relay import deadletter
+    from relay.queue import queue_dir
+
+    out = out or sys.stdout
+    when = time.time() if now is None else now
+    path = queue_dir(config.queue_dir)
+    where = deadletter.spool_dir(path)
+    found: list[DeadEntry] | None
+    if os.geteuid() == 0:
+        found = deadletter.spool_entries(path)
+    else:
+        found = dead_entries_for(os.getuid(), path)
+    if as_json:
+        import json
+
+        data: dict[str, Any] = {
+            "dead": where,
+            "entries": None
+            if found is None
+            else [
+                {
+                    "file": entry.path,
+                    "uid": entry.owner,
+                    "user": user_name(entry.owner),
+                    "size": entry.size,
+                    "kept_at": iso(entry.kept_at),
+                    "reason": entry.reason,
+                }
+                for entry in found
+            ],
+        }
+        if found is None:
+            data["note"] = NOT_YOURS_DEAD
+        out.write(json.dumps(data, indent=2) + "\n")
+        return os.EX_OK
+    if found is None:
+        out.write(f"{where}: {NOT_YOURS_DEAD}\n")
+        return os.EX_OK
+    if not found:
+        out.write(f"No messages kept in {where}\n")
+        return os.EX_OK
+    lines = [f"{'File':<40} {'Size':>7} {'Age':>5} {'User':<10} Reason"]
+    for entry in found:
+        lines.append(
+            f"{entry.name:<40} {entry.size:>7} {ago(when - entry.kept_at):>5} "
+            f"{user_name(entry.owner):<10} {entry.reason}"
+        )
+    lines.append(f"-- {len(found)} kept, in {where}")
+    out.write("\n".join(lines) + "\n")
+    return os.EX_OK
+
+
+NOT_YOURS_DEAD = (
+    "the spool's dead-letter area is root's; root's mailq --dead lists the messages kept "
+    "there for you (root can hand them back)"
+)
+
+
 # -- flushing -----------------------------------------------------------------------------
+
+
+def pickup_offline(config: Config, err: TextIO, prog: str = PROG) -> int:
+    """Root's flush first takes what users left in the offline drop (relay.pickup).
+
+    Returns a sysexits status: 0, or what a problem with a drop file or the spool warrants.
+    Each problem is one line on `err`; the flush goes on whatever happened here.
+    """
+    if os.geteuid() != 0:
+        return os.EX_OK  # the drop's files are other users' 0600 files: root's job
+    from relay.pickup import pickup
+
+    try:
+        report = pickup(config)
+    except RelayError as failed:
+        say(err, f"offline drop not picked up: {failed}", prog)
+        return failed.exit_code
+    for line in report.lines():
+        say(err, line, prog)
+    return report.exit_code()
 
 
 def run_flush(
@@ -338,6 +523,7 @@ def run_flush(
         def secret() -> str | None:
             return password
 
+    picked = pickup_offline(config, err, prog)
     report = flush(
         config,
         password=secret,
@@ -351,7 +537,7 @@ def run_flush(
     tried = bool(report.due or report.expired or report.corrupt or report.errors or report.fatal)
     if (tried and not quiet) or (tty and not quiet):
         say(out, report.summary(), prog)
-    return report.exit_code()
+    return report.exit_code() or picked
 
 
 def _report_problems(report: FlushReport, err: TextIO, prog: str) -> None:

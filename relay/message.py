@@ -131,16 +131,31 @@ def read_input(stream: BinaryIO, *, spool_at: int = SPOOL_AT) -> bytes | Spooled
     first = stream.read(spool_at + 1)
     if len(first) <= spool_at:
         return first
-    spool = Spooled()
     try:
-        spool.write(first)
-        del first
+        spool = Spooled()
+    except OSError:
+        return _in_memory([first], stream)
+    block = first
+    try:
+        spool.write(block)
         while block := stream.read(CHUNK):
             spool.write(block)
+    except OSError:
+        # No room for the temporary copy (ulimit -f, a full /tmp): hold the message in
+        # memory instead, so it is still delivered, queued or kept, never half-read.
+        done = [spool.pread(offset, CHUNK) for offset in range(0, spool.size, CHUNK)]
+        spool.close()
+        return _in_memory([*done, block], stream)
     except BaseException:
         spool.close()
         raise
     return spool
+
+
+def _in_memory(parts: list[bytes], stream: BinaryIO) -> bytes:
+    while block := stream.read(CHUNK):
+        parts.append(block)
+    return b"".join(parts)
 
 
 class BodyScan:

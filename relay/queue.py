@@ -64,6 +64,10 @@ TMP_MAX_AGE = 3600.0
 #: The steps of one message's own transaction (names used by relay.smtp).
 MESSAGE_STEPS = frozenset({"MAIL FROM", "RCPT TO", "DATA"})
 
+#: Files of the offline drop that relay.pickup moved into corrupt/, never sent.
+SET_ASIDE_PREFIX = "offline."
+SET_ASIDE_REASON = "an offline drop file the pickup set aside (reported by that flush); never sent"
+
 _ID = re.compile(r"^[0-9]{14}\.[0-9]{6}\.[0-9]+\.[0-9a-f]{6}$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Errors that mean "the disk said no" rather than "we may not create here".
@@ -131,6 +135,11 @@ class Entry:
     dead_letter: str | None = None
     #: Recipients the server already accepted (never sent to again).
     delivered: tuple[str, ...] = ()
+    #: The sender's uid as the kernel reported it (None: written before it was recorded).
+    uid: int | None = None
+    #: For an entry picked up from the offline drop: "<file name>:<inode>" of the drop
+    #: file, so a pickup interrupted between commit and unlink does not queue it twice.
+    origin: str | None = None
 
     def due(self, now: float) -> bool:
         return self.next_try <= now
@@ -179,6 +188,8 @@ class Entry:
             mailhub=mailhub,
             dead_letter=_optional(data, "dead_letter"),
             delivered=_addresses(data.get("delivered", []), "delivered"),
+            uid=_uid(data.get("uid")),
+            origin=_optional(data, "origin"),
         )
 
 
@@ -188,6 +199,14 @@ def _text(data: Mapping[str, Any], key: str, *, allow_empty: bool = False) -> st
         raise ValueError(f"{META}: {key} missing or not a string")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError(f"{META}: {key} holds a control character")
+    return value
+
+
+def _uid(value: object) -> int | None:
+    if value is None:
+        return None  # written before senders' uids were recorded
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValueError(f"{META}: uid is not a uid")
     return value
 
 
@@ -314,6 +333,8 @@ class Queue:
         last_error: str | None = None,
         next_try: float | None = None,
         now: float | None = None,
+        uid: int | None = None,
+        origin: str | None = None,
     ) -> Entry:
         """Store a message durably (protocol in the module docstring); returns its entry.
 
@@ -336,6 +357,8 @@ class Queue:
             message_id=message_id,
             mailhub=mailhub,
             dead_letter=dead_letter,
+            uid=uid,
+            origin=origin,
         )
         committed = False
         try:
@@ -388,6 +411,9 @@ class Queue:
             except ValueError as err:
                 found.corrupt.append(Corrupt(name, str(err), quarantined=False))
         for name in sorted(os.listdir(self._corrupt)):
+            if name.startswith(SET_ASIDE_PREFIX):
+                found.corrupt.append(Corrupt(name, SET_ASIDE_REASON, quarantined=True))
+                continue
             try:
                 self._load(self._corrupt, name)
                 reason = "quarantined, but now readable: move it back to new/ to retry it"
@@ -626,7 +652,17 @@ class Locked:
             data = self.read_message()
         except ValueError:
             data = _read_all(self._message_fd, offset=0)  # keep whatever there is
-        return deadletter.save(header + data, self.entry.sender, self.entry.dead_letter)
+        uid = self.entry.uid
+        if uid is not None and uid != os.geteuid():
+            # Another user's message (the offline drop, the service): never write into
+            # their home as root; keep it in the spool's dead area, where mailq --dead
+            # shows it to them and to root.
+            return deadletter.save_to_spool(
+                header + data, self.entry.sender, self.queue.path, uid, note
+            )
+        return deadletter.save(
+            header + data, self.entry.sender, self.entry.dead_letter, spool=self.queue.path
+        )
 
     def close(self) -> None:
         _close(self._message_fd, self._entry_fd)

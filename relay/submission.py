@@ -365,10 +365,17 @@ def keep(
     sender, _why = default_sender_address(config, who)
     try:
         whole = raw.read_all() if isinstance(raw, Spooled) else raw
-        err.saved_to = deadletter.save(whole, sender, path)
+        err.saved_to = deadletter.save(whole, sender, path, spool=_spool(config))
     except RelayError as failed:
         err.saved_to = None
         err.keep_error = failed  # describe() says so; the status becomes failed's
+
+
+def _spool(config: Config) -> str:
+    """The queue directory whose dead area keeps what root cannot put in a dead.letter."""
+    from relay.queue import queue_dir
+
+    return queue_dir(config.queue_dir)
 
 
 def _explain(prepared: Prepared, out: TextIO) -> None:

@@ -9,7 +9,8 @@
 # warning. Safe to run again after an interruption.
 #
 # Settings: PREFIX, DESTDIR, ALTERNATIVES, ALTDIR, ALT_ADMINDIR, ALT_LOG, DPKG_ADMINDIR,
-# as for install.sh; they must match the ones the install used.
+# as for install.sh; they must match the ones the install used. SPOOL (default
+# /var/spool/mailx-relay): the system queue, never removed; we say what it still holds.
 set -eu
 
 PREFIX=${PREFIX:-/opt/mailx-relay}
@@ -19,6 +20,7 @@ ALTDIR=${ALTDIR:-/etc/alternatives}
 ALT_ADMINDIR=${ALT_ADMINDIR:-/var/lib/dpkg/alternatives}
 ALT_LOG=${ALT_LOG:-/var/log/alternatives.log}
 DPKG_ADMINDIR=${DPKG_ADMINDIR:-/var/lib/dpkg}
+SPOOL=${SPOOL:-/var/spool/mailx-relay}
 
 ROOT=${DESTDIR%/}
 STATE=$ROOT$PREFIX/install-state
@@ -111,6 +113,22 @@ while IFS=$TAB read -r kind a b c d e; do
         *) warn "unknown record '$kind' in $STATE: skipped" ;;
     esac
 done <"$reversed"
+# The spool holds users' mail: never removed here, but never silently left either.
+count() {  # directory [name prefix]: entries in it (dot files, unfinished writes, not counted)
+    [ -d "$1" ] || { echo 0; return; }
+    ls "$1" 2>/dev/null | grep -c "^${2:-}" || true
+}
+if [ -d "$ROOT$SPOOL" ]; then
+    queued=$(count "$ROOT$SPOOL/new")
+    dead=$(count "$ROOT$SPOOL/dead")
+    offline=$(count "$ROOT$SPOOL/offline" "msg\.")
+    total=$((queued + dead + offline))
+    if [ "$total" -gt 0 ]; then
+        say "left the spool $ROOT$SPOOL alone: it still holds $queued queued message(s), $dead in dead/ and $offline in offline/ (flush or read them, then remove it by hand)"
+    else
+        say "left the spool $ROOT$SPOOL alone: it holds no message (remove it by hand)"
+    fi
+fi
 if [ "$warnings" -gt 0 ]; then
     die "$warnings path(s) left as found (see the warnings above); the rest is removed"
 fi

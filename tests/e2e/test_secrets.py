@@ -157,8 +157,49 @@ def test_secret_file_readable_by_others_is_refused_with_the_fix(tmp_path: Path) 
         env={"RELAY_CONFIG": str(conf)},
         stdin=b"Subject: s\n\nhi\n",
     )
-    assert done.returncode == os.EX_NOPERM
-    assert f"chmod 600 {secret}".encode() in done.stderr
+    # 78 since StrictPermissions=yes became the default (77 before), message kept.
+    assert done.returncode == os.EX_CONFIG
+    assert f"chmod 640 {secret}".encode() in done.stderr
+    assert b"message kept in" in done.stderr
+
+
+def test_world_readable_auth_pass_is_refused_with_78_and_the_message_kept(
+    tmp_path: Path, mailhub: MailHubFactory
+) -> None:
+    hub = mailhub(auth=True, auth_require_tls=False)
+    conf = write_config(tmp_path, hub, AuthUser=USER, AuthPass=SECRET, AuthOverPlaintext="yes")
+    conf.chmod(0o644)
+    done = run(
+        "sendmail",
+        ["a@example.com"],
+        home=tmp_path,
+        env={"RELAY_CONFIG": str(conf)},
+        stdin=b"Subject: s\n\nkeep this\n",
+    )
+    assert done.returncode == os.EX_CONFIG
+    assert b"every local user can read it" in done.stderr
+    assert f"chmod 640 {conf}".encode() in done.stderr and b"AuthPassFile" in done.stderr
+    assert f"message kept in {tmp_path / 'dead.letter'}".encode() in done.stderr
+    assert b"keep this" in (tmp_path / "dead.letter").read_bytes()
+    assert SECRET.encode() not in done.stderr
+    assert hub.messages == []
+
+
+def test_group_readable_config_is_not_warned_about(tmp_path: Path, mailhub: MailHubFactory) -> None:
+    hub = mailhub(auth=True, auth_require_tls=False, users={USER: SECRET})
+    quoted = '"' + SECRET + '"'  # quoted: " #" would start a comment
+    conf = write_config(tmp_path, hub, AuthUser=USER, AuthPass=quoted, AuthOverPlaintext="yes")
+    conf.chmod(0o640)  # root:mail 0640, as ssmtp ships it
+    done = run(
+        "sendmail",
+        ["a@example.com"],
+        home=tmp_path,
+        env={"RELAY_CONFIG": str(conf)},
+        stdin=b"Subject: s\n\nhi\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""  # no "readable by others (mode 640)" any more
+    assert len(hub.wait_for(1)) == 1
 
 
 def test_ap_warns_that_argv_is_visible(tmp_path: Path, mailhub: MailHubFactory) -> None:

@@ -550,7 +550,8 @@ def test_d_keeps_nothing_after_a_bug(mail: Mail, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(mailx.compose, "build", broken)
     assert mail("-d", "-s", "x", "a@example.com") == os.EX_SOFTWARE
     assert mail.line() == (
-        "mail: internal error: RuntimeError: simulated bug (run with MAILX_RELAY_DEBUG=1 for details)"
+        "mail: internal error: RuntimeError: simulated bug"
+        " (run with MAILX_RELAY_DEBUG=1 for details)"
     )
     assert mail.written() == set()
 

@@ -39,13 +39,32 @@ def test_pass_file_first_line(tmp_path: Path) -> None:
     assert credentials.resolve(conf(auth_pass_file=str(path))) == SECRET
 
 
-def test_pass_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+def test_pass_file_readable_by_its_group_is_fine(tmp_path: Path) -> None:
+    # 0640 with the service's group (it was refused: AuthPassFile had to be 0600).
     path = tmp_path / "secret"
     path.write_text(SECRET)
     path.chmod(0o640)
-    with pytest.raises(NoPermError) as caught:
+    assert credentials.resolve(conf(auth_pass_file=str(path))) == SECRET
+
+
+def test_pass_file_readable_by_everyone_is_refused_with_78(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text(SECRET)
+    path.chmod(0o644)
+    with pytest.raises(ConfigError) as caught:
         credentials.resolve(conf(auth_pass_file=str(path)))
-    assert f"chmod 600 {path}" in str(caught.value)
+    assert caught.value.exit_code == os.EX_CONFIG
+    assert f"chmod 640 {path}" in str(caught.value) and "mailx-relayd" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_pass_file_readable_by_everyone_without_strict_is_77_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text(SECRET)
+    path.chmod(0o604)
+    with pytest.raises(NoPermError) as caught:
+        credentials.resolve(conf(auth_pass_file=str(path), strict_permissions=False))
+    assert f"chmod 640 {path}" in str(caught.value)
     assert SECRET not in str(caught.value)
 
 

@@ -157,6 +157,8 @@ class TestListing:
             "age",
             "size",
             "sender",
+            "uid",
+            "user",
             "recipients",
             "delivered",
             "attempts",

@@ -162,6 +162,8 @@ class TestEnqueue:
             "mailhub": None,
             "dead_letter": "/d/dead.letter",
             "delivered": [],
+            "uid": None,
+            "origin": None,
         }
         assert entry.id.startswith("20270115080000.250000.")
         assert list((qpath / "tmp").iterdir()) == []
