@@ -1,12 +1,14 @@
 """mailx-relay's relay: the public API the `mail` front end calls in-process.
 
     import relay
-    config = relay.load_config()            # ssmtp.conf + revaliases (DESIGN section 4)
-    result = relay.submit(message, config=config, recipients=["archuser"])
+    config = relay.load_config()            # ssmtp.conf + revaliases, relay.conf(5)
+    result = relay.submit(message, relay.Envelope(["archuser"]), config=config)
 
 `submit` delivers the message now, or queues it durably (`Queue=`; `Result.queued_id`),
 or keeps it in dead.letter and raises a `RelayError` whose `exit_code` is the sysexits
-status and whose `saved_to` names where the message went.
+status and whose `saved_to` names where the message went. The envelope's fields may
+also be given as keywords (`recipients=`, `envelope_from=`, `full_name=`, `identity=`).
+A caller holding its own SMTP session uses `prepare` and `deliver` (a `Verdict`).
 Names are imported lazily: importing `relay` costs nothing of `email`, `ssl` or `smtplib`.
 """
 
@@ -69,9 +71,10 @@ if TYPE_CHECKING:
     from relay.config import load as load_config
     from relay.credentials import resolve as resolve_password
     from relay.deadletter import save as save_dead_letter
-    from relay.envelope import Identity, current_identity, validate_address
+    from relay.delivery import Verdict, deliver
+    from relay.envelope import Envelope, Identity, current_identity, validate_address
     from relay.message import Spooled
-    from relay.submission import Result, submit
+    from relay.submission import Prepared, Result, prepare, submit
 
 _LAZY = {
     "Expanded": ("relay.aliases", "Expanded"),
@@ -80,9 +83,14 @@ _LAZY = {
     "load_config": ("relay.config", "load"),
     "resolve_password": ("relay.credentials", "resolve"),
     "save_dead_letter": ("relay.deadletter", "save"),
+    "Verdict": ("relay.delivery", "Verdict"),
+    "deliver": ("relay.delivery", "deliver"),
+    "Envelope": ("relay.envelope", "Envelope"),
     "Identity": ("relay.envelope", "Identity"),
     "current_identity": ("relay.envelope", "current_identity"),
     "validate_address": ("relay.envelope", "validate_address"),
+    "Prepared": ("relay.submission", "Prepared"),
+    "prepare": ("relay.submission", "prepare"),
     "Result": ("relay.submission", "Result"),
     "Spooled": ("relay.message", "Spooled"),
     "submit": ("relay.submission", "submit"),
@@ -104,12 +112,14 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "Envelope",
     "Expanded",
     "IOFailure",
     "Identity",
     "NoInputError",
     "NoPermError",
     "NoUserError",
+    "Prepared",
     "ProtocolError",
     "RelayError",
     "Result",
@@ -117,11 +127,14 @@ __all__ = [
     "TempFailError",
     "UnavailableError",
     "UsageError",
+    "Verdict",
     "__version__",
     "current_identity",
+    "deliver",
     "expand",
     "finish",
     "load_config",
+    "prepare",
     "resolve_password",
     "save_dead_letter",
     "submit",

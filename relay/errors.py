@@ -31,6 +31,7 @@ class RelayError(Exception):
         line: int | None = None,
         step: str | None = None,
         reply: str | None = None,
+        code: int | None = None,
         hint: str | None = None,
     ) -> None:
         super().__init__(message)
@@ -39,6 +40,8 @@ class RelayError(Exception):
         self.line = line
         self.step = step
         self.reply = reply
+        #: The SMTP reply code behind `reply` (None when the server gave no reply).
+        self.code = code
         self.hint = hint
 
     def __str__(self) -> str:

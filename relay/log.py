@@ -12,27 +12,59 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from relay.config import Config
+from relay.records import Record
 
 if TYPE_CHECKING:
     from relay.errors import RelayError
     from relay.smtp import Outcome, Session
 
 
-class Attempt(NamedTuple):
-    queue_id: str | None
-    message_id: str | None
-    sender: str
-    recipients: Sequence[str]
-    mailhub: str
-    tls: bool
-    auth: str | None
-    result: str  # delivered | queued | deferred | failed
-    reply: str
-    exit_code: int
-    duration: float
+class Attempt(Record):
+    """One delivery attempt, as one log line shows it."""
+
+    __slots__ = (
+        "auth",
+        "duration",
+        "exit_code",
+        "mailhub",
+        "message_id",
+        "queue_id",
+        "recipients",
+        "reply",
+        "result",
+        "sender",
+        "tls",
+    )
+
+    def __init__(
+        self,
+        queue_id: str | None,
+        message_id: str | None,
+        sender: str,
+        recipients: Sequence[str],
+        mailhub: str,
+        tls: bool,
+        auth: str | None,
+        result: str,
+        reply: str,
+        exit_code: int,
+        duration: float,
+    ) -> None:
+        self.queue_id = queue_id
+        self.message_id = message_id
+        self.sender = sender
+        self.recipients = recipients
+        self.mailhub = mailhub
+        self.tls = tls
+        self.auth = auth
+        #: delivered | partial | deferred | failed
+        self.result = result
+        self.reply = reply
+        self.exit_code = exit_code
+        self.duration = duration
 
 
 def attempt_for(
