@@ -398,7 +398,7 @@ class Session:
                 outcome.accepted.append(recipient)
             elif replies.closes_session(code):
                 # The server is going away: the replies still due will never come.
-                raise self._failed(code, message, replies.RCPT, f"recipient <{recipient}>")
+                raise self._failed(code, message, replies.RCPT, f"<{recipient}>")
             else:
                 outcome.refused[recipient] = (code, reply_text(code, message))
         self.step = replies.DATA
@@ -428,8 +428,9 @@ class Session:
         """The error for a refusal at `step`; the session is reset for the next message,
         or dropped when the server said it is closing (421: nothing more will be read)."""
         if replies.closes_session(code):
-            if self.client is not None:
-                self.client.close()
+            client, self.client = self.client, None
+            if client is not None:
+                client.close()  # no QUIT: the server has said goodbye
         else:
             self._reset()
         return _response_error(code, message, step, what, hub=self.hub)
