@@ -22,8 +22,9 @@ Failures, and what they cost:
   is charged an attempt and backs off (`QueueBackoff`); the flush goes on. Lost after
   the final dot, the message may have been delivered: its last error says so, and it is
   not sent again in this flush;
-- a 421 (the server closing) at an entry's MAIL or RCPT: no data went out, so the
-  entry is tried once more over a new session, and is not charged a back-off;
+- a 421 (the server closing) at an entry's MAIL, RCPT or DATA: the server did not take
+  the message, so the entry is tried once more over a new session, and is not charged
+  a back-off;
 - a 5xx: the message goes to the submitter's dead.letter with the reply, and leaves;
 - a permanent session failure (login rejected, certificate refused): the flush stops,
   entries stay queued, and the exit status says why;
