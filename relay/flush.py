@@ -332,8 +332,9 @@ class _Flush:
             if retry:
                 self._defer(locked, str(err), blame=False)
                 return
-            # Closed before any of its data went out (a 421, a dropped connection): not
-            # this message's fault, and no duplicate possible; once more, reconnected.
+            # The server closed the session without taking the message (a 421), or the
+            # connection dropped before any of its data went out: not this message's
+            # fault, and no duplicate possible; once more, over a new session.
 
     # -- outcomes -------------------------------------------------------------------------
 

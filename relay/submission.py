@@ -162,7 +162,7 @@ def make_resolver(config: Config) -> Resolver:
     return Resolver(config, aliases)
 
 
-def send_now(
+def _send_now(
     prepared: Prepared,
     config: Config,
     *,
@@ -290,7 +290,7 @@ def _deliver_or_queue(
     dead_letter: str | None,
 ) -> Result:
     fallback = config.queue == "fallback"
-    verdict = send_now(prepared, config, password=password, verbose=verbose)
+    verdict = _send_now(prepared, config, password=password, verbose=verbose)
     if verdict.error is not None:
         if not (fallback and is_temporary(verdict.error)):
             raise verdict.error
