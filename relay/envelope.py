@@ -1,4 +1,4 @@
-"""Who the message is from and where it goes: DESIGN section 5.
+"""Who the message is from and where it goes (sendmail(8), relay.conf(5)).
 
 Sender: `user@rewriteDomain` (or `@hostname`), display name from GECOS (`-F` beats it),
 `revaliases` per user; `FromLineOverride=yes` keeps the message's From header and lets it,
@@ -64,7 +64,7 @@ def current_identity() -> Identity:
 def validate_address(address: str, what: str = "address") -> str:
     """Return the addr-spec if it is one we can put in an SMTP path, else raise DataError.
 
-    Refused (DESIGN V6, V7): CR, LF, NUL and other controls (header and SMTP command
+    Refused: CR, LF, NUL and other controls (header and SMTP command
     injection), a leading `-` (option injection into a downstream sendmail), angle
     brackets, and anything `email.headerregistry` cannot parse as an addr-spec.
     """
@@ -169,7 +169,7 @@ def sender_domain(config: Config) -> str:
 def qualify_sender(address: str, config: Config) -> str:
     """A bare sender name (`-f root`, cron's `From: <root>`) gets the sender domain, as
     ssmtp's append_domain does: RFC 5321 4.1.2 wants a domain in MAIL FROM. Applies to
-    the sender only; recipients are never qualified (DESIGN 5)."""
+    the sender only; recipients are never qualified."""
     return address if "@" in address else f"{address}@{sender_domain(config)}"
 
 
@@ -205,7 +205,7 @@ def resolve_sender(
     full_name: str | None = None,
     header_from: str | None = None,
 ) -> Sender:
-    """Apply DESIGN section 5's sender rules. `header_from` is the message's From address."""
+    """Apply the module docstring's sender rules; `header_from` is the message's From."""
     if envelope_from is not None:
         validate_address(envelope_from, "sender (-f)")
         envelope_from = qualify_sender(envelope_from, config)
@@ -257,7 +257,7 @@ GetPwNam = Callable[[str], Any]
 
 
 class Resolver:
-    """Resolve recipients by DESIGN section 5; one instance per submission."""
+    """Resolve recipients by the rules of the module docstring; one instance per submission."""
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ updated by writing `meta.json.new`, fsync, rename over `meta.json`, fsync of the
 Locking: `flock` on the entry's `message` file, taken without waiting, held for the whole
 delivery, re-checked after it is granted (the entry may have been removed meanwhile).
 flock belongs to the open file, so it also excludes threads of one process, and it
-vanishes with the process: no lock file survives a SIGKILL (DESIGN V16).
+vanishes with the process: no lock file survives a SIGKILL.
 
 Back-off (`QueueBackoff=FIRST,MAX`): after the n-th failed attempt the entry waits
 min(FIRST * 2**(n-1), MAX) seconds, but only when the failure was the message's own (a
@@ -283,7 +283,7 @@ class Queue:
     """An open queue directory; every operation works on directory file descriptors.
 
     Working through descriptors opened with O_NOFOLLOW means a symlink swapped in after
-    the checks cannot redirect a write (DESIGN V13).
+    the checks cannot redirect a write.
     """
 
     def __init__(self, path: str, root: int, tmp: int, new: int, corrupt: int) -> None:

@@ -63,7 +63,7 @@ OAUTH_METHODS = ("XOAUTH2", "OAUTHBEARER")
 
 
 def printable(text: str) -> str:
-    """Server text made safe for a terminal (DESIGN V24): controls shown escaped."""
+    """Server text made safe for a terminal: controls shown escaped."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 

@@ -275,3 +275,42 @@ class TestFlush:
         assert "may have been delivered" in (entry.last_error or "")
         assert "deliver it twice" in (entry.last_error or "")
         assert report.deferred and "may have been delivered" in report.deferred[0][1]
+
+
+class TestEnvelopeAndRecords:
+    def test_envelope_as_asked_then_resolved(self) -> None:
+        asked = Envelope(["ops", "a@x.org"], envelope_from="me@x.org", identity=ME)
+        assert (asked.sender, asked.recipients) == (None, ("ops", "a@x.org"))
+        with pytest.raises(ValueError, match="not resolved"):
+            _ = asked.mail_from
+        final = asked.resolved("me@x.org", ["b@x.org", "a@x.org"])
+        assert (final.mail_from, final.recipients) == ("me@x.org", ("b@x.org", "a@x.org"))
+        assert final.identity == ME and final.envelope_from == "me@x.org"
+        assert final.only(["a@x.org"]).recipients == ("a@x.org",)
+        assert asked.recipients == ("ops", "a@x.org")  # a value: copies, never changed
+        assert Envelope("a@x.org").recipients == ("a@x.org",)  # one address, not letters
+        assert Envelope([], sender="").mail_from == ""  # the null sender is a sender
+
+    def test_records_compare_by_value_and_replace_checks_names(self) -> None:
+        one = Envelope(["a@x.org"], sender="s@x.org")
+        assert one == Envelope(["a@x.org"], sender="s@x.org")
+        assert one != one.replace(sender="t@x.org")
+        assert "sender='s@x.org'" in repr(one)
+        with pytest.raises(TypeError, match="no field"):
+            one.replace(sendr="t@x.org")
+
+    def test_submit_takes_an_envelope_or_keywords_not_both(
+        self, tmp_path: Path, mailhub: MailHubFactory
+    ) -> None:
+        hub = mailhub()
+        config = configure(tmp_path, hub, Queue="no")
+        result = submit(MESSAGE, Envelope(["alice@example.com"], identity=ME), config=config)
+        assert result.recipients == ("alice@example.com",)
+        again = submit(MESSAGE, config=config, recipients=["carol@example.com"], identity=ME)
+        assert again.recipients == ("carol@example.com",)
+        assert [m.rcpt_tos for m in hub.wait_for(2)] == [
+            ["alice@example.com"],
+            ["carol@example.com"],
+        ]
+        with pytest.raises(TypeError, match="not both"):
+            submit(MESSAGE, Envelope(["a@x.org"]), config=config, recipients=["b@x.org"])
