@@ -171,6 +171,28 @@ class TestVerdicts:
         assert "DATA" not in text.replace("no message data", "")
         assert server.messages == []
 
+    @pytest.mark.parametrize(
+        ("verb", "step", "said"),
+        [
+            ("MAIL", "MAIL FROM", "no message data was sent"),
+            ("DATA", "DATA", "no message data was sent"),
+            ("EOD", "end of data", "it did not take the message"),
+        ],
+    )
+    def test_421_at_any_step_closes_the_session(
+        self, tmp_path: Path, scripted: Any, verb: str, step: str, said: str
+    ) -> None:
+        server = scripted(replies={verb: CLOSING})
+        config = configure(tmp_path, server)
+        envelope = Envelope(["alice@example.com"], sender="bob@example.org")
+        with open_session(config) as session:
+            verdict = deliver(session, parse(MESSAGE), envelope)
+            assert session.client is None
+        err = verdict.error
+        assert verdict.kind == TEMPORARY and not verdict.duplicate_risk
+        assert err is not None and (err.step, err.code, err.reply) == (step, 421, CLOSING)
+        assert f"closed the session at {step}" in str(err) and said in str(err)
+
     def test_closed_after_the_final_dot_may_have_delivered(
         self, tmp_path: Path, scripted: Any
     ) -> None:
