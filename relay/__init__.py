@@ -1,14 +1,16 @@
 """mailx-relay's relay: the public API the `mail` front end calls in-process.
 
     import relay
-    config = relay.load_config()            # ssmtp.conf + revaliases (relay.conf(5))
-    result = relay.submit(message, config=config, recipients=["archuser"])
+    config = relay.load_config()            # ssmtp.conf + revaliases, relay.conf(5)
+    result = relay.submit(message, relay.Envelope(["archuser"]), config=config)
 
 `submit` delivers the message now, or queues it durably (`Queue=`; `Result.queued_id`),
 or keeps it in dead.letter and raises a `RelayError` whose `exit_code` is the sysexits
-status and whose `saved_to` names where the message went. Every command runs through
-`relay.run_command(prog, main, argv)` (relay/entry.py), which turns errors into one line
-on stderr and that status.
+status and whose `saved_to` names where the message went. The envelope's fields may
+also be given as keywords (`recipients=`, `envelope_from=`, `full_name=`, `identity=`).
+A caller holding its own SMTP session uses `prepare` and `deliver` (a `Verdict`).
+Every command runs through `relay.run_command(prog, main, argv)` (relay/entry.py),
+which turns errors into one line on stderr and that status.
 Names are imported lazily: importing `relay` costs nothing of `email`, `ssl` or `smtplib`.
 """
 
@@ -48,11 +50,12 @@ if TYPE_CHECKING:
     from relay.credentials import resolve as resolve_password
     from relay.deadletter import own_home
     from relay.deadletter import save as save_dead_letter
+    from relay.delivery import Verdict, deliver
     from relay.entry import finish, reader_gone, stdin_was_closed
     from relay.entry import run as run_command
-    from relay.envelope import Identity, current_identity, validate_address
+    from relay.envelope import Envelope, Identity, current_identity, validate_address
     from relay.message import Spooled
-    from relay.submission import Result, submit
+    from relay.submission import Prepared, Result, prepare, submit
 
 _LAZY = {
     "Expanded": ("relay.aliases", "Expanded"),
@@ -67,9 +70,14 @@ _LAZY = {
     "reader_gone": ("relay.entry", "reader_gone"),
     "run_command": ("relay.entry", "run"),
     "stdin_was_closed": ("relay.entry", "stdin_was_closed"),
+    "Verdict": ("relay.delivery", "Verdict"),
+    "deliver": ("relay.delivery", "deliver"),
+    "Envelope": ("relay.envelope", "Envelope"),
     "Identity": ("relay.envelope", "Identity"),
     "current_identity": ("relay.envelope", "current_identity"),
     "validate_address": ("relay.envelope", "validate_address"),
+    "Prepared": ("relay.submission", "Prepared"),
+    "prepare": ("relay.submission", "prepare"),
     "Result": ("relay.submission", "Result"),
     "Spooled": ("relay.message", "Spooled"),
     "submit": ("relay.submission", "submit"),
@@ -92,6 +100,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "Envelope",
     "Expanded",
     "IOFailure",
     "Identity",
@@ -101,6 +110,7 @@ __all__ = [
     "NoInputError",
     "NoPermError",
     "NoUserError",
+    "Prepared",
     "ProtocolError",
     "RelayError",
     "Result",
@@ -108,13 +118,16 @@ __all__ = [
     "TempFailError",
     "UnavailableError",
     "UsageError",
+    "Verdict",
     "__version__",
     "config_from_settings",
     "current_identity",
+    "deliver",
     "expand",
     "finish",
     "load_config",
     "own_home",
+    "prepare",
     "reader_gone",
     "resolve_password",
     "run_command",

@@ -296,6 +296,7 @@ def _send(opts: Options, config: Config) -> int:
 
 def _submit(opts: Options, config: Config, raw: bytes | Spooled, identity: Identity) -> int:
     from relay import credentials, submission
+    from relay.envelope import Envelope
 
     try:
         password = credentials.resolve(config, opts.auth_pass) if config.auth_user else None
@@ -303,14 +304,17 @@ def _submit(opts: Options, config: Config, raw: bytes | Spooled, identity: Ident
         submission.keep(err, raw, identity, config, None)
         raise
     try:
-        result = submission.submit(
-            raw,
-            config=config,
-            recipients=opts.recipients,
+        envelope = Envelope(
+            opts.recipients,
             read_recipients=opts.read_recipients,
             envelope_from=opts.envelope_from,
             full_name=opts.full_name,
             identity=identity,
+        )
+        result = submission.submit(
+            raw,
+            envelope,
+            config=config,
             password=password,
             verbose=sys.stderr if opts.verbose else None,
         )

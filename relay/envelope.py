@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from relay.aliases import AliasFile, expand
 from relay.config import Config, Mailhub
 from relay.errors import DataError, NoUserError, RelayError
+from relay.records import Record
 
 #: ssmtp's MAXSYSUID + 1: accounts below this are system accounts, mail for them goes to root=.
 FIRST_USER_UID = 1000
@@ -363,3 +364,63 @@ class Resolver:
                 first.message += f" (and {len(failures) - 1} more refused)"
             raise first
         return final
+
+
+# --- the envelope as a value ------------------------------------------------------------
+
+
+class Envelope(Record):
+    """Who a message is from and for: as the caller asks, then as resolved.
+
+    As asked (what `relay.submit` takes): `recipients` as given (addresses, local names,
+    aliases, "a, b" lists), `read_recipients` (-t: add the To, Cc and Bcc headers),
+    `envelope_from` (-f), `full_name` (-F) and `identity`, the submitting user (None: the
+    user running this process; a service submitting for a peer passes the peer's).
+
+    Resolved (`Prepared.envelope`, what the queue and `relay.delivery.deliver` use):
+    `sender` is the MAIL FROM address ("" is the null sender) and `recipients` the final
+    addresses. `sender` is None until `relay.submission.prepare` has resolved it.
+    """
+
+    __slots__ = (
+        "envelope_from",
+        "full_name",
+        "identity",
+        "read_recipients",
+        "recipients",
+        "sender",
+    )
+
+    def __init__(
+        self,
+        recipients: Iterable[str] = (),
+        *,
+        sender: str | None = None,
+        read_recipients: bool = False,
+        envelope_from: str | None = None,
+        full_name: str | None = None,
+        identity: Identity | None = None,
+    ) -> None:
+        if isinstance(recipients, str):
+            recipients = (recipients,)  # one address, not its characters
+        self.recipients: tuple[str, ...] = tuple(recipients)
+        self.sender = sender
+        self.read_recipients = read_recipients
+        self.envelope_from = envelope_from
+        self.full_name = full_name
+        self.identity = identity
+
+    @property
+    def mail_from(self) -> str:
+        """The resolved sender; a ValueError (a bug) before `prepare` resolved it."""
+        if self.sender is None:
+            raise ValueError("the envelope sender is not resolved yet (relay.submission.prepare)")
+        return self.sender
+
+    def resolved(self, sender: str, recipients: Sequence[str]) -> Envelope:
+        """This envelope with its final sender and recipients."""
+        return self.replace(sender=sender, recipients=tuple(recipients), read_recipients=False)
+
+    def only(self, recipients: Sequence[str]) -> Envelope:
+        """The same sender, for some of the recipients (a partial delivery's rest)."""
+        return self.replace(recipients=tuple(recipients))

@@ -62,8 +62,8 @@ class RelayError(Exception):
         #: printable text and its reply code, for callers that classify without parsing.
         self.step = step
         self.reply = reply
+        #: The SMTP reply code behind `reply` (None when the server gave no reply).
         self.code = code
-        #: What to do next, e.g. "add one with: mail-alias add bob ADDRESS".
         self.hint = hint
 
     @property

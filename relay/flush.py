@@ -5,9 +5,9 @@ locked while it is sent so concurrent flushers never send the same one. Per entr
 this order, so that a crash at any point loses nothing:
 
 1. lock it; re-read its sidecar (another flusher may have just tried it);
-2. read the message, checking its recorded size; convert it to wire form for this
-   session (8BITMIME or not: `relay.message.to_wire`);
-3. MAIL, RCPT, DATA;
+2. read the message, checking its recorded size;
+3. `relay.delivery.deliver`: the wire form for this session (8BITMIME or not), MAIL,
+   RCPT, DATA, the log line, and the verdict;
 4. after the server's 250: dead.letter copies first (for recipients refused with 5xx),
    then the queue change (entry removed, or its sidecar rewritten with the 4xx
    recipients left). A crash between the 250 and this step sends the message again on
@@ -19,7 +19,12 @@ Failures, and what they cost:
 - the server closes the session (idle limit, messages-per-connection limit): reconnect
   and go on; if the new session also breaks before a message got through, stop there;
 - a 4xx to an entry's MAIL, RCPT or DATA, or the session lost during its DATA: that entry
-  is charged an attempt and backs off (`QueueBackoff`); the flush goes on;
+  is charged an attempt and backs off (`QueueBackoff`); the flush goes on. Lost after
+  the final dot, the message may have been delivered: its last error says so, and it is
+  not sent again in this flush;
+- a 421 (the server closing) at an entry's MAIL, RCPT or DATA: the server did not take
+  the message, so the entry is tried once more over a new session, and is not charged
+  a back-off;
 - a 5xx: the message goes to the submitter's dead.letter with the reply, and leaves;
 - a permanent session failure (login rejected, certificate refused): the flush stops,
   entries stay queued, and the exit status says why;
@@ -32,9 +37,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from relay import replies
 from relay.config import Config, Mailhub, parse_hostport
 from relay.errors import (
     DataError,
@@ -45,49 +50,76 @@ from relay.errors import (
     status_for,
 )
 from relay.queue import Corrupt, Entry, Locked, Queue, queue_dir
+from relay.records import Record
 
 if TYPE_CHECKING:
+    from relay.delivery import Verdict
     from relay.message import Message
-    from relay.smtp import Outcome, Session
+    from relay.smtp import Session
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(Record):
     """An entry (or some of its recipients) that left the queue undelivered."""
 
-    id: str
-    reason: str
-    saved_to: str | None
+    __slots__ = ("id", "reason", "saved_to")
+
+    def __init__(self, id: str, reason: str, saved_to: str | None) -> None:
+        self.id = id
+        self.reason = reason
+        self.saved_to = saved_to
 
 
-@dataclass
-class FlushReport:
-    """What one flush did; `exit_code` turns it into the command's status."""
+class FlushReport(Record):
+    """What one flush did; `exit_code` turns it into the command's status.
 
-    #: Entries due (or all, with force) when the flush started.
-    due: int = 0
-    #: Entries handled so far (sent, deferred, failed, skipped).
-    handled: int = 0
-    sent: list[str] = field(default_factory=list)
-    deferred: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
-    expired: list[Failure] = field(default_factory=list)
-    corrupt: list[Corrupt] = field(default_factory=list)
-    #: Entries another flusher held, and entries not yet due.
-    busy: int = 0
-    waiting: int = 0
-    #: Entries in the queue when the flush ended.
-    left: int = 0
-    connections: int = 0
-    #: The temporary, connection-level failure that ended the flush early.
-    stopped: RelayError | None = None
-    #: A permanent session failure (login, certificate): nothing more was tried.
-    fatal: RelayError | None = None
-    #: Local failures: the queue or dead.letter could not be written.
-    errors: list[RelayError] = field(default_factory=list)
-    #: The last failure seen, for a progress display.
-    current_error: str | None = None
-    started: float = field(default_factory=time.monotonic)
+    The one record filled in as it goes: the flush appends to it, a progress display
+    reads it.
+    """
+
+    __slots__ = (
+        "busy",
+        "connections",
+        "corrupt",
+        "current_error",
+        "deferred",
+        "due",
+        "errors",
+        "expired",
+        "failed",
+        "fatal",
+        "handled",
+        "left",
+        "sent",
+        "started",
+        "stopped",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        #: Entries due (or all, with force) when the flush started.
+        self.due = 0
+        #: Entries handled so far (sent, deferred, failed, skipped).
+        self.handled = 0
+        self.sent: list[str] = []
+        self.deferred: list[tuple[str, str]] = []
+        self.failed: list[Failure] = []
+        self.expired: list[Failure] = []
+        self.corrupt: list[Corrupt] = []
+        #: Entries another flusher held, and entries not yet due.
+        self.busy = 0
+        self.waiting = 0
+        #: Entries in the queue when the flush ended.
+        self.left = 0
+        self.connections = 0
+        #: The temporary, connection-level failure that ended the flush early.
+        self.stopped: RelayError | None = None
+        #: A permanent session failure (login, certificate): nothing more was tried.
+        self.fatal: RelayError | None = None
+        #: Local failures: the queue or dead.letter could not be written.
+        self.errors: list[RelayError] = []
+        #: The last failure seen, for a progress display.
+        self.current_error: str | None = None
+        self.started = time.monotonic()
 
     def exit_code(self) -> int:
         """0 when all that was due left or is queued for a temporary reason (mailq(1))."""
@@ -277,68 +309,45 @@ class _Flush:
                 raise _Halt() from None
 
     def _send(self, locked: Locked, message: Message, link: _Link) -> None:
-        from relay.message import to_wire
+        from relay.delivery import deliver
+        from relay.envelope import Envelope
 
         entry = locked.entry
+        envelope = Envelope(entry.recipients, sender=entry.sender)
         for retry in (False, True):
             session = link.get()  # raises _HubDown when the mailhub is out of reach
-            assert session.client is not None
-            data = to_wire(message, eight_bit_ok=session.client.has_extn("8bitmime"))
-            started = time.monotonic()
-            try:
-                outcome = session.send(entry.sender, entry.recipients, data)
-            except RelayError as err:
-                self._log(entry, session, started, error=err)
-                self.report.current_error = str(err)
-                link.failed(err)
-                reply = err.reply or ""
-                answered = bool(reply) and not reply.startswith("421")
-                if answered or link.alive():
-                    self._refused(locked, err)  # the server's verdict on this message
-                    return
-                if err.step == "DATA":
-                    # The server may have taken it before the connection went: say so.
-                    note = f"{err} (the connection was lost after the data was sent)"
-                    self._defer(locked, note, blame=True)
-                    return
-                if retry:
-                    self._defer(locked, str(err), blame=False)
-                    return
-                continue  # closed before our DATA: not this message's fault; reconnect
-            link.delivered()
-            self._log(entry, session, started, outcome=outcome)
-            self._accepted(locked, outcome)
-            return
-
-    def _log(
-        self,
-        entry: Entry,
-        session: Session,
-        started: float,
-        *,
-        outcome: Outcome | None = None,
-        error: RelayError | None = None,
-    ) -> None:
-        from relay.log import attempt_for
-
-        attempt_for(
-            self.config,
-            session=session,
-            queue_id=entry.id,
-            message_id=entry.message_id,
-            sender=entry.sender,
-            recipients=entry.recipients,
-            started=started,
-            outcome=outcome,
-            error=error,
-        )
+            verdict = deliver(
+                session, message, envelope, queue_id=entry.id, message_id=entry.message_id
+            )
+            if verdict.delivered:
+                link.delivered()
+                self._accepted(locked, verdict)
+                return
+            err = verdict.error
+            assert err is not None
+            self.report.current_error = str(err)
+            link.failed(err)
+            answered = err.code is not None and not replies.closes_session(err.code)
+            if answered or link.alive():
+                self._refused(locked, err)  # the server's verdict on this message
+                return
+            if err.step in (replies.DATA, replies.END_OF_DATA) and err.code is None:
+                # Lost in this message's data: after the final dot the server may have
+                # it (the error says so), and sending it again now could repeat that.
+                self._defer(locked, str(err), blame=True)
+                return
+            if retry:
+                self._defer(locked, str(err), blame=False)
+                return
+            # The server closed the session without taking the message (a 421), or the
+            # connection dropped before any of its data went out: not this message's
+            # fault, and no duplicate possible; once more, over a new session.
 
     # -- outcomes -------------------------------------------------------------------------
 
-    def _accepted(self, locked: Locked, outcome: Outcome) -> None:
+    def _accepted(self, locked: Locked, verdict: Verdict) -> None:
         entry = locked.entry
-        later = [r for r, (code, _) in outcome.refused.items() if 400 <= code < 500]
-        never = {r: reply for r, (code, reply) in outcome.refused.items() if r not in later}
+        never = verdict.never
         if never:
             reason = "refused by the server: " + "; ".join(
                 f"<{r}>: {reply}" for r, reply in never.items()
@@ -346,14 +355,15 @@ class _Flush:
             saved = locked.to_dead_letter(reason, recipients=list(never))
             self.report.failed.append(Failure(entry.id, reason, saved))
             self.report.current_error = reason
+        later = verdict.later
         if later:
-            replies = "; ".join(f"<{r}>: {outcome.refused[r][1]}" for r in later)
+            replies_ = "; ".join(f"<{r}>: {verdict.refused[r][1]}" for r in later)
             self._defer(
                 locked,
-                f"RCPT TO: refused for now: {replies}",
+                f"RCPT TO: refused for now: {replies_}",
                 blame=True,
-                recipients=tuple(later),
-                delivered=entry.delivered + tuple(outcome.accepted),
+                recipients=later,
+                delivered=entry.delivered + verdict.accepted,
             )
             return
         locked.remove()
@@ -427,7 +437,8 @@ class _Link:
 
     def alive(self) -> bool:
         client = self.session.client if self.session is not None else None
-        # relay.smtp_wire closes its socket on every transport failure (EOF, reset, timeout).
+        # relay.smtp_wire closes its socket on every transport failure (EOF, reset,
+        # timeout), and relay.smtp drops the client when the server says 421.
         return client is not None and client.sock is not None
 
     def get(self) -> Session:
@@ -475,8 +486,6 @@ class _Link:
 
     def failed(self, err: RelayError) -> None:
         self.last_error = err
-        if (err.reply or "").startswith("421") and self.session is not None:
-            self.session.close()  # RFC 5321 3.8: 421 means the server is closing
 
     def delivered(self) -> None:
         self.reconnects = 0

@@ -12,27 +12,59 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from relay.config import Config
+from relay.records import Record
 
 if TYPE_CHECKING:
     from relay.errors import RelayError
     from relay.smtp import Outcome, Session
 
 
-class Attempt(NamedTuple):
-    queue_id: str | None
-    message_id: str | None
-    sender: str
-    recipients: Sequence[str]
-    mailhub: str
-    tls: bool
-    auth: str | None
-    result: str  # delivered | queued | deferred | failed
-    reply: str
-    exit_code: int
-    duration: float
+class Attempt(Record):
+    """One delivery attempt, as one log line shows it."""
+
+    __slots__ = (
+        "auth",
+        "duration",
+        "mailhub",
+        "message_id",
+        "queue_id",
+        "recipients",
+        "reply",
+        "result",
+        "sender",
+        "status",
+        "tls",
+    )
+
+    def __init__(
+        self,
+        queue_id: str | None,
+        message_id: str | None,
+        sender: str,
+        recipients: Sequence[str],
+        mailhub: str,
+        tls: bool,
+        auth: str | None,
+        result: str,
+        reply: str,
+        status: int,
+        duration: float,
+    ) -> None:
+        self.queue_id = queue_id
+        self.message_id = message_id
+        self.sender = sender
+        self.recipients = recipients
+        self.mailhub = mailhub
+        self.tls = tls
+        self.auth = auth
+        #: delivered | partial | deferred | failed
+        self.result = result
+        self.reply = reply
+        self.status = status
+        self.duration = duration
 
 
 def attempt_for(
@@ -72,7 +104,7 @@ def attempt_for(
             auth=session.auth_method if session is not None else None,
             result=result,
             reply=reply,
-            exit_code=code,
+            status=code,
             duration=time.monotonic() - started,
         ),
     )
@@ -98,7 +130,7 @@ def format_attempt(attempt: Attempt, now: float | None = None) -> str:
         ("auth", attempt.auth or "-"),
         ("result", attempt.result),
         ("reply", attempt.reply or "-"),
-        ("exit", str(attempt.exit_code)),
+        ("exit", str(attempt.status)),
         ("duration", f"{attempt.duration:.3f}"),
     ]
     return " ".join(f"{key}={_quote(value)}" for key, value in fields)
@@ -129,5 +161,5 @@ def record(config: Config, attempt: Attempt) -> None:
         import syslog
 
         syslog.openlog("mailx-relay", syslog.LOG_PID, syslog.LOG_MAIL)
-        level = syslog.LOG_INFO if attempt.exit_code == 0 else syslog.LOG_WARNING
+        level = syslog.LOG_INFO if attempt.status == 0 else syslog.LOG_WARNING
         syslog.syslog(level, line)

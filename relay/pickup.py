@@ -338,17 +338,20 @@ class _Pickup:
         self, name: str, uid: int, origin: str, request: handoff.Request, raw: bytes
     ) -> None:
         from relay import deadletter, submission
+        from relay.envelope import Envelope
 
         who = identity_of(uid)
         try:
             prepared = submission.prepare(
                 raw,
                 self.config,
-                recipients=request.recipients,
-                read_recipients=request.read_recipients,
-                envelope_from=request.envelope_from,
-                full_name=request.full_name,
-                identity=who,
+                Envelope(
+                    request.recipients,
+                    read_recipients=request.read_recipients,
+                    envelope_from=request.envelope_from,
+                    full_name=request.full_name,
+                    identity=who,
+                ),
             )
         except RelayError as refused:
             # What an in-process submission by this user would have refused (a local
@@ -361,9 +364,7 @@ class _Pickup:
             self.report.refused.append(Problem(name, str(refused), uid=uid, kept_in=kept))
             return
         hub = prepared.sender.mailhub
-        hostport = None
-        if hub is not None:  # as relay.config.parse_hostport reads it back
-            hostport = f"[{hub.host}]:{hub.port}" if ":" in hub.host else f"{hub.host}:{hub.port}"
+        hostport = submission.hostport(hub) if hub is not None else None
         entry = self.spool.enqueue(
             submission.stored_form(prepared),
             sender=prepared.sender.envelope,

@@ -48,11 +48,12 @@ import re
 import stat
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
 
+from relay import replies
 from relay.errors import CantCreateError, IOFailure, RelayError
+from relay.records import Record
 
 SYSTEM_QUEUE_DIR = "/var/spool/mailx-relay"
 FORMAT_VERSION = 1
@@ -62,7 +63,7 @@ STATUS = "flush.json"
 #: An unfinished write in tmp/ untouched for this long belongs to a dead writer.
 TMP_MAX_AGE = 3600.0
 #: The steps of one message's own transaction (names used by relay.smtp).
-MESSAGE_STEPS = frozenset({"MAIL FROM", "RCPT TO", "DATA"})
+MESSAGE_STEPS = replies.MESSAGE_STEPS
 
 #: Files of the offline drop that relay.pickup moved into corrupt/, never sent.
 SET_ASIDE_PREFIX = "offline."
@@ -106,7 +107,7 @@ def blames_message(err: RelayError) -> bool:
     """
     if err.step not in MESSAGE_STEPS:
         return False
-    return not (err.reply or "").startswith("421")
+    return not replies.closes_session(err.code)
 
 
 def one_line(text: str, limit: int = 900) -> str:
@@ -116,30 +117,67 @@ def one_line(text: str, limit: int = 900) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One queued message as its sidecar describes it."""
+#: The sidecar's fields, in the order they are written.
+_FIELDS = (
+    "id",
+    "sender",
+    "recipients",
+    "queued_at",
+    "next_try",
+    "size",
+    "attempts",
+    "last_error",
+    "message_id",
+    "mailhub",
+    "dead_letter",
+    "delivered",
+    "uid",
+    "origin",
+)
 
-    id: str
-    sender: str
-    recipients: tuple[str, ...]
-    queued_at: float
-    next_try: float
-    size: int
-    attempts: int = 0
-    last_error: str | None = None
-    message_id: str | None = None
-    #: A per-user mailhub from revaliases ("host:port"); None: the config's mailhubs.
-    mailhub: str | None = None
-    #: The submitter's dead.letter, where the message goes if it never gets through.
-    dead_letter: str | None = None
-    #: Recipients the server already accepted (never sent to again).
-    delivered: tuple[str, ...] = ()
-    #: The sender's uid as the kernel reported it (None: written before it was recorded).
-    uid: int | None = None
-    #: For an entry picked up from the offline drop: "<file name>:<inode>" of the drop
-    #: file, so a pickup interrupted between commit and unlink does not queue it twice.
-    origin: str | None = None
+
+class Entry(Record):
+    """One queued message as its sidecar describes it (a value: `replace` to change)."""
+
+    __slots__ = _FIELDS
+
+    def __init__(
+        self,
+        id: str,
+        sender: str,
+        recipients: tuple[str, ...],
+        queued_at: float,
+        next_try: float,
+        size: int,
+        attempts: int = 0,
+        last_error: str | None = None,
+        message_id: str | None = None,
+        mailhub: str | None = None,
+        dead_letter: str | None = None,
+        delivered: tuple[str, ...] = (),
+        uid: int | None = None,
+        origin: str | None = None,
+    ) -> None:
+        self.id = id
+        self.sender = sender
+        self.recipients = recipients
+        self.queued_at = queued_at
+        self.next_try = next_try
+        self.size = size
+        self.attempts = attempts
+        self.last_error = last_error
+        self.message_id = message_id
+        #: A per-user mailhub from revaliases ("host:port"); None: the config's mailhubs.
+        self.mailhub = mailhub
+        #: The submitter's dead.letter, where the message goes if it never gets through.
+        self.dead_letter = dead_letter
+        #: Recipients the server already accepted (never sent to again).
+        self.delivered = delivered
+        #: The sender's uid as the kernel reported it (None: written before it was recorded).
+        self.uid = uid
+        #: For an entry picked up from the offline drop: "<file name>:<inode>" of the drop
+        #: file, so a pickup interrupted between commit and unlink does not queue it twice.
+        self.origin = origin
 
     def due(self, now: float) -> bool:
         return self.next_try <= now
@@ -148,7 +186,8 @@ class Entry:
         return max(0.0, now - self.queued_at)
 
     def to_json(self) -> bytes:
-        data: dict[str, Any] = {"version": FORMAT_VERSION, **asdict(self)}
+        data: dict[str, Any] = {"version": FORMAT_VERSION}
+        data.update((name, getattr(self, name)) for name in _FIELDS)
         data["recipients"] = list(self.recipients)
         data["delivered"] = list(self.delivered)
         # ASCII with escapes: a header-derived value may hold surrogates (8-bit bytes).
@@ -240,21 +279,27 @@ def _addresses(value: object, key: str) -> tuple[str, ...]:
     return tuple(_text({key: item}, key) for item in value)
 
 
-@dataclass(frozen=True)
-class Corrupt:
+class Corrupt(Record):
     """An entry that cannot be read: where it is and what is wrong with it."""
 
-    id: str
-    reason: str
-    quarantined: bool
+    __slots__ = ("id", "quarantined", "reason")
+
+    def __init__(self, id: str, reason: str, quarantined: bool) -> None:
+        self.id = id
+        self.reason = reason
+        self.quarantined = quarantined
 
 
-@dataclass
-class Scan:
+class Scan(Record):
     """What is in the queue right now: entries in queue order, and the corrupt ones."""
 
-    entries: list[Entry] = field(default_factory=list)
-    corrupt: list[Corrupt] = field(default_factory=list)
+    __slots__ = ("corrupt", "entries")
+
+    def __init__(
+        self, entries: list[Entry] | None = None, corrupt: list[Corrupt] | None = None
+    ) -> None:
+        self.entries: list[Entry] = entries if entries is not None else []
+        self.corrupt: list[Corrupt] = corrupt if corrupt is not None else []
 
 
 class Queue:
@@ -598,7 +643,7 @@ class Locked:
 
     def update(self, **changes: Any) -> Entry:
         """Rewrite the sidecar atomically (write, fsync, rename, fsync the entry)."""
-        entry = replace(self.entry, **changes)
+        entry = self.entry.replace(**changes)
         temporary = META + ".new"
         try:
             _write_file(self._entry_fd, temporary, entry.to_json(), exclusive=False)

@@ -12,9 +12,14 @@ with the policy done here:
 - the message written in large buffers, streamed in chunks when it is big;
 - a `-v` transcript on stderr with AUTH data replaced by `***` and server text escaped.
 
-Every failure leaves as a `RelayError` subclass: 4xx, timeouts and dropped connections
-are temporary (EX_TEMPFAIL), 5xx permanent, a rejected certificate or missing STARTTLS
-EX_UNAVAILABLE, a rejected login EX_NOPERM, a garbled reply EX_PROTOCOL.
+Every failure leaves as a `RelayError` subclass carrying `step` (`relay.replies`
+names them), `reply` and `code`: 4xx, timeouts and dropped connections are temporary
+(EX_TEMPFAIL), 5xx permanent, a rejected certificate or missing STARTTLS EX_UNAVAILABLE,
+a rejected login EX_NOPERM, a garbled reply EX_PROTOCOL; `relay.replies` sorts the codes.
+A 421 is the server closing the session: the connection is dropped at once and the
+error says at which step, and whether any message data had been sent. A connection lost
+after the final dot, before the reply, is the one failure after which the message may
+still have been delivered: the error says so (the duplicate window of mailq(1)).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from relay import smtp_wire
+from relay import replies, smtp_wire
 from relay.config import Config, Mailhub
 from relay.errors import (
     DataError,
@@ -36,6 +41,7 @@ from relay.errors import (
     TempFailError,
     UnavailableError,
 )
+from relay.records import Record
 
 if TYPE_CHECKING:
     import ssl
@@ -176,19 +182,16 @@ def _context_key(config: Config) -> tuple[Any, ...]:
     )
 
 
-class Outcome:
-    """What the server did with one message."""
+class Outcome(Record):
+    """What the server did with one message (`relay.delivery` makes it a `Verdict`)."""
+
+    __slots__ = ("accepted", "refused", "reply")
 
     def __init__(self) -> None:
         self.accepted: list[str] = []
         #: recipient -> (code, reply) for every RCPT the server refused.
         self.refused: dict[str, tuple[int, str]] = {}
         self.reply = ""
-
-    def __repr__(self) -> str:
-        return (
-            f"Outcome(accepted={self.accepted!r}, refused={self.refused!r}, reply={self.reply!r})"
-        )
 
 
 class Session:
@@ -231,26 +234,26 @@ class Session:
     def _open(self, login: bool) -> None:
         config, hub = self.config, self.hub
         local_name = config.hostname or socket.gethostname()
-        self.step = f"connect to {hub}"
+        self.step = replies.CONNECT
         implicit = config.use_tls and not config.use_starttls
         context = tls_context(config) if implicit else None
         client = smtp_wire.Client(local_name, config.timeout, self.transcript)
         self.client = client
         code, message = client.connect(hub.host, hub.port, context)
         if code != 220:
-            raise _response_error(code, message, f"greeting from {hub}")
+            raise _response_error(code, message, replies.CONNECT, where=f"greeting from {hub}")
         self.tls = config.use_tls and not config.use_starttls
         if self.tls:
             self._check_pin()
         self.step = "EHLO"
         self._ehlo()
         if config.use_starttls:
-            self.step = "STARTTLS"
+            self.step = replies.STARTTLS
             if not client.has_extn("starttls"):
                 raise UnavailableError(
                     f"{hub} does not offer STARTTLS, which UseSTARTTLS=yes requires; "
                     "nothing was sent in clear text",
-                    step="STARTTLS",
+                    step=replies.STARTTLS,
                 )
             client.starttls(tls_context(config), hub.host)
             self.tls = True
@@ -258,7 +261,7 @@ class Session:
             self.step = "EHLO after STARTTLS"
             self._ehlo()
         if config.auth_user and login:
-            self.step = "AUTH"
+            self.step = replies.AUTH
             self._login(config.auth_user)
 
     def peer_certificate(self) -> bytes | None:
@@ -299,7 +302,7 @@ class Session:
                 f"refusing to send the password for '{user}' over a connection without TLS "
                 "(set UseSTARTTLS=yes or UseTLS=yes; AuthOverPlaintext=yes only for a "
                 "loopback test server)",
-                step="AUTH",
+                step=replies.AUTH,
             )
         if self.password is None:
             raise UnavailableError(f"AuthUser={user} is set but no password is configured")
@@ -314,7 +317,7 @@ class Session:
                 raise UnavailableError(
                     f"AuthMethod={wanted} is not offered by {self.hub} "
                     f"(it offers: {' '.join(offered) or 'no AUTH at all'})",
-                    step="AUTH",
+                    step=replies.AUTH,
                 )
         else:
             usable = [m for m in AUTH_PREFERENCE if m in offered]
@@ -322,24 +325,24 @@ class Session:
                 raise UnavailableError(
                     f"no AUTH method both sides support (server offers: "
                     f"{' '.join(offered) or 'none'})",
-                    step="AUTH",
+                    step=replies.AUTH,
                 )
             method = usable[0]
         if method not in (*AUTH_PREFERENCE, *OAUTH_METHODS):
-            raise UnavailableError(f"AuthMethod={method} is not supported", step="AUTH")
+            raise UnavailableError(f"AuthMethod={method} is not supported", step=replies.AUTH)
         try:
             client.auth(method, user, self.password)
         except smtp_wire.AuthFailed as err:
             if 400 <= err.code < 500:
                 raise TempFailError(
                     f"{self.hub} could not check the login now (AUTH {method})",
-                    step="AUTH",
+                    step=replies.AUTH,
                     reply=reply_text(err.code, err.message),
                     code=err.code,
                 ) from None
             raise NoPermError(
                 f"{self.hub} rejected the login of '{user}' (AUTH {method})",
-                step="AUTH",
+                step=replies.AUTH,
                 reply=reply_text(err.code, err.message),
                 code=err.code,
             ) from None
@@ -384,23 +387,28 @@ class Session:
         rcpts = [f"RCPT TO:<{recipient}>" for recipient in recipients]
         pipelining = client.has_extn("pipelining")
         outcome = Outcome()
-        self.step = "MAIL FROM"
+        about_sender = f"sender <{sender}>"
+        self.step = replies.MAIL
         if pipelining:
             client.send_lines([mail, *rcpts, "DATA"])
             mail_reply = client.reply()
+            if replies.closes_session(mail_reply[0]):
+                raise self._failed(*mail_reply, replies.MAIL, about_sender)
         else:
             mail_reply = client.command(mail)
             if mail_reply[0] != 250:
-                self._reset()
-                raise _response_error(*mail_reply, "MAIL FROM", f"sender <{sender}>")
-        self.step = "RCPT TO"
+                raise self._failed(*mail_reply, replies.MAIL, about_sender)
+        self.step = replies.RCPT
         for recipient, line in zip(recipients, rcpts, strict=True):
             code, message = client.reply() if pipelining else client.command(line)
             if code in (250, 251):
                 outcome.accepted.append(recipient)
+            elif replies.closes_session(code):
+                # The server is going away: the replies still due will never come.
+                raise self._failed(code, message, replies.RCPT, f"<{recipient}>")
             else:
                 outcome.refused[recipient] = (code, reply_text(code, message))
-        self.step = "DATA"
+        self.step = replies.DATA
         if pipelining:
             code, message = client.reply()
             if code == 354 and (mail_reply[0] != 250 or not outcome.accepted):
@@ -409,20 +417,30 @@ class Session:
         elif outcome.accepted:
             code, message = client.command("DATA")
         if mail_reply[0] != 250:
-            self._reset()
-            raise _response_error(*mail_reply, "MAIL FROM", f"sender <{sender}>")
+            raise self._failed(*mail_reply, replies.MAIL, about_sender)
         if not outcome.accepted:
             self._reset()
             raise _refused_error(outcome.refused)
         if code != 354:
-            self._reset()
-            raise _response_error(code, message, "DATA")
-        code, message = client.data(chunks, size)
+            raise self._failed(code, message, replies.DATA)
+        client.send_data(chunks, size)
+        self.step = replies.END_OF_DATA
+        code, message = client.reply()
         if code != 250:
-            self._reset()
-            raise _response_error(code, message, "DATA")
+            raise self._failed(code, message, replies.END_OF_DATA)
         outcome.reply = reply_text(code, message)
         return outcome
+
+    def _failed(self, code: int, message: bytes, step: str, what: str = "") -> RelayError:
+        """The error for a refusal at `step`; the session is reset for the next message,
+        or dropped when the server said it is closing (421: nothing more will be read)."""
+        if replies.closes_session(code):
+            client, self.client = self.client, None
+            if client is not None:
+                client.close()  # no QUIT: the server has said goodbye
+        else:
+            self._reset()
+        return _response_error(code, message, step, what, hub=self.hub)
 
     def _reset(self) -> None:
         try:
@@ -451,54 +469,86 @@ class Session:
         self.close()
 
 
-def _response_error(code: int, message: bytes, step: str, what: str = "") -> RelayError:
+#: What a connection lost after the final dot means for the message (mailq(1)).
+DUPLICATE_RISK = "the message may have been delivered, and a retry may deliver it twice"
+
+
+def _response_error(
+    code: int,
+    message: bytes,
+    step: str,
+    what: str = "",
+    *,
+    hub: Mailhub | None = None,
+    where: str | None = None,
+) -> RelayError:
+    """The error for reply `code` at `step`, classified by `relay.replies`."""
     reply = reply_text(code, message)
-    about = f" {what}" if what else ""
-    if 400 <= code < 500:
-        return TempFailError(
-            f"temporary refusal at {step}{about}", step=step, reply=reply, code=code
-        )
-    if 500 <= code < 600:
-        return UnavailableError(
-            f"permanent refusal at {step}{about}", step=step, reply=reply, code=code
-        )
-    return ProtocolError(f"unexpected reply at {step}{about}", step=step, reply=reply, code=code)
+    at = (where or step) + (f" {what}" if what else "")
+    kind = replies.kind(code)
+    if kind == replies.CLOSING and step in replies.MESSAGE_STEPS:
+        text = f"{hub or 'the server'} closed the session at {at}"
+        if step in replies.BEFORE_DATA_SENT:
+            text += "; no message data was sent, so a retry cannot deliver it twice"
+        else:
+            text += "; it did not take the message"
+        return TempFailError(text, step=step, reply=reply, code=code)
+    if kind in (replies.TEMPORARY, replies.CLOSING):
+        return TempFailError(f"temporary refusal at {at}", step=step, reply=reply, code=code)
+    if kind == replies.PERMANENT:
+        return UnavailableError(f"permanent refusal at {at}", step=step, reply=reply, code=code)
+    return ProtocolError(f"unexpected reply at {at}", step=step, reply=reply, code=code)
 
 
 def _refused_error(refused: dict[str, tuple[int, str]]) -> RelayError:
     listed = "; ".join(f"<{rcpt}>: {reply}" for rcpt, (_code, reply) in refused.items())
     codes = [code for code, _ in refused.values()]
     # `code`: the first reply of the kind that decides (one 4xx makes it worth a retry).
-    temporary = [code for code in codes if 400 <= code < 500]
+    temporary = [code for code in codes if replies.is_temporary(code)]
     if temporary:
         return TempFailError(
             f"RCPT TO: every recipient refused for now: {listed}",
-            step="RCPT TO",
+            step=replies.RCPT,
             code=temporary[0],
         )
     return NoUserError(
         f"RCPT TO: every recipient refused: {listed}",
-        step="RCPT TO",
+        step=replies.RCPT,
         code=codes[0] if codes else None,
     )
 
 
 def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
     """Map an exception from `relay.smtp_wire`, ssl or socket to the relay's error tree."""
+    error = _classify(err, step, hub)
+    if step == replies.END_OF_DATA and not isinstance(err, smtp_wire.ReplyError):
+        # The whole message and its final dot went out; only the reply is missing.
+        error.message += f"; {DUPLICATE_RISK}"
+    return error
+
+
+def _classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
     ssl = sys.modules.get("ssl")  # an SSL error means ssl was imported
     if ssl is not None and isinstance(err, ssl.SSLCertVerificationError):
         return CertificateRejected(
             f"TLS certificate of {hub.host} rejected: {err.verify_message}", step=step
         )
     if isinstance(err, smtp_wire.ReplyError):
-        return _response_error(err.code, err.message, step)
+        return _response_error(err.code, err.message, step, hub=hub)
+    during = (
+        "after the end of data, before replying"
+        if step == replies.END_OF_DATA
+        else f"during {step}"
+    )
     if isinstance(err, smtp_wire.MalformedReply):
-        return ProtocolError(f"{hub} sent a malformed reply during {step}: {err}", step=step)
+        return ProtocolError(f"{hub} sent a malformed reply {during}: {err}", step=step)
     if ssl is not None and isinstance(err, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return TempFailError(f"{hub} cut the TLS handshake during {step}", step=step)
+        if step in replies.MESSAGE_STEPS:
+            return TempFailError(f"{hub} closed the TLS connection {during}", step=step)
+        return TempFailError(f"{hub} cut the TLS handshake {during}", step=step)
     if ssl is not None and isinstance(err, ssl.SSLError):
         return ProtocolError(
-            f"TLS failure with {hub} during {step}: {err.reason or err} (does the port speak "
+            f"TLS failure with {hub} {during}: {err.reason or err} (does the port speak "
             "the TLS mode configured: UseTLS for implicit TLS, UseSTARTTLS for STARTTLS?)",
             step=step,
         )
@@ -506,17 +556,17 @@ def classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
         err,
         smtp_wire.Disconnected | ConnectionResetError | BrokenPipeError | ConnectionAbortedError,
     ):
-        return TempFailError(f"{hub} closed the connection during {step}", step=step)
+        return TempFailError(f"{hub} closed the connection {during}", step=step)
     if isinstance(err, TimeoutError | socket.timeout):
-        return TempFailError(f"{hub} timed out during {step}", step=step)
+        return TempFailError(f"{hub} timed out {during}", step=step)
     if isinstance(err, socket.gaierror):
         return TempFailError(f"cannot resolve {hub.host}: {err.strerror}", step=step)
     if isinstance(err, OSError):
         reason = err.strerror or str(err)
-        if step.startswith("connect"):
+        if step == replies.CONNECT:
             return TempFailError(f"cannot connect to {hub}: {reason}", step=step)
-        return TempFailError(f"cannot talk to {hub} during {step}: {reason}", step=step)
-    return RelayError(f"internal error during {step}: {type(err).__name__}: {err}", step=step)
+        return TempFailError(f"cannot talk to {hub} {during}: {reason}", step=step)
+    return RelayError(f"internal error {during}: {type(err).__name__}: {err}", step=step)
 
 
 def open_session(

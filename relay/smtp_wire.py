@@ -275,8 +275,15 @@ class Client:
     # -- a transaction ------------------------------------------------------------------
 
     def data(self, chunks: Iterable[bytes], observer_size: int) -> tuple[int, bytes]:
+        """After a 354: `send_data`, then the final reply."""
+        self.send_data(chunks, observer_size)
+        return self.reply()
+
+    def send_data(self, chunks: Iterable[bytes], observer_size: int) -> None:
         """After a 354: the message (CRLF-normalised chunks, each ending a line except
-        possibly the last), dot-stuffed, then the end marker; returns the final reply."""
+        possibly the last), dot-stuffed, then the end marker. Once this returns the
+        server may hold the whole message: a failure reading its reply is not a failure
+        to send."""
         if self.observer is not None:
             self.observer.message(observer_size)
         last = b"\r\n"
@@ -295,7 +302,6 @@ class Client:
                 size = 0
         pending.append(b".\r\n" if last == b"\r\n" else b"\r\n.\r\n")
         self.write(b"".join(pending))
-        return self.reply()
 
     def end_empty_data(self) -> tuple[int, bytes]:
         """RFC 2920 3.1: DATA accepted although no recipient was: send an empty message."""

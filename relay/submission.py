@@ -1,7 +1,8 @@
 """Submission policy: from a raw message and its envelope to delivered, queued, or kept.
 
 The order follows dma's `main`: config, sender, recipients (every one resolved before
-anything is sent), header fix-ups, then delivery or the queue. From the moment the
+anything is sent), header fix-ups, then delivery (`relay.delivery.deliver`, the step
+the queue flush shares) or the queue. From the moment the
 message is read, every failure ends with the message kept: the `RelayError` raised
 carries `saved_to`, the dead.letter path the whole original message was appended to.
 
@@ -19,28 +20,39 @@ delivered or durably queued (`relay.queue` commits before it returns).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from relay import deadletter
 from relay.config import Config, Mailhub
-from relay.envelope import Identity, Resolver, Sender, current_identity, split_address
+from relay.envelope import Envelope, Identity, Resolver, Sender, current_identity, split_address
 from relay.errors import NoUserError, RelayError, TempFailError, UsageError, is_temporary
 from relay.message import Fixups, Message, Spooled
+from relay.records import Record
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
+    from relay.delivery import Verdict
 
-class Prepared(NamedTuple):
+
+class Prepared(Record):
     """A message ready for delivery: fixed-up headers, resolved envelope."""
 
-    message: Message
-    sender: Sender
-    recipients: tuple[str, ...]
-    fixups: Fixups
+    __slots__ = ("envelope", "fixups", "message", "sender")
+
+    def __init__(self, message: Message, sender: Sender, envelope: Envelope, fixups: Fixups):
+        self.message = message
+        #: How the sender was chosen: From header, per-user mailhub, explanation for -v.
+        self.sender = sender
+        #: The resolved envelope: `sender.envelope` and the final recipients.
+        self.envelope = envelope
+        self.fixups = fixups
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.envelope.recipients
 
     @property
     def message_id(self) -> str | None:
@@ -48,23 +60,51 @@ class Prepared(NamedTuple):
         return found[0] if found else None
 
 
-class Result(NamedTuple):
+_NO_REFUSALS: Mapping[str, str] = MappingProxyType({})
+
+
+class Result(Record):
     """A message delivered, or durably queued (`queued_id`), or some of each."""
 
-    sender: str
-    #: Recipients the server accepted now (empty when the message was only queued).
-    recipients: tuple[str, ...]
-    message_id: str | None
-    mailhub: str
-    reply: str
-    #: recipient -> SMTP reply, for a delivery some recipients refused (raised, see submit).
-    refused: Mapping[str, str] = MappingProxyType({})
-    #: The queue entry holding the message for the recipients not delivered yet.
-    queued_id: str | None = None
-    #: Why it was queued: the temporary failure, or that `Queue=always` is set.
-    queued_reason: str | None = None
-    #: The recipients the queue entry is for.
-    queued_for: tuple[str, ...] = ()
+    __slots__ = (
+        "mailhub",
+        "message_id",
+        "queued_for",
+        "queued_id",
+        "queued_reason",
+        "recipients",
+        "refused",
+        "reply",
+        "sender",
+    )
+
+    def __init__(
+        self,
+        *,
+        sender: str,
+        recipients: tuple[str, ...],
+        message_id: str | None,
+        mailhub: str,
+        reply: str,
+        refused: Mapping[str, str] = _NO_REFUSALS,
+        queued_id: str | None = None,
+        queued_reason: str | None = None,
+        queued_for: tuple[str, ...] = (),
+    ) -> None:
+        self.sender = sender
+        #: Recipients the server accepted now (empty when the message was only queued).
+        self.recipients = recipients
+        self.message_id = message_id
+        self.mailhub = mailhub
+        self.reply = reply
+        #: recipient -> SMTP reply, for a delivery some recipients refused (raised, see submit).
+        self.refused = refused
+        #: The queue entry holding the message for the recipients not delivered yet.
+        self.queued_id = queued_id
+        #: Why it was queued: the temporary failure, or that `Queue=always` is set.
+        self.queued_reason = queued_reason
+        #: The recipients the queue entry is for.
+        self.queued_for = queued_for
 
 
 def as_input(message: bytes | Spooled | EmailMessage) -> bytes | Spooled:
@@ -79,29 +119,28 @@ def as_input(message: bytes | Spooled | EmailMessage) -> bytes | Spooled:
 def prepare(
     raw: bytes | Spooled,
     config: Config,
+    envelope: Envelope,
     *,
-    recipients: Sequence[str] = (),
-    read_recipients: bool = False,
-    envelope_from: str | None = None,
-    full_name: str | None = None,
-    identity: Identity | None = None,
     resolver: Resolver | None = None,
 ) -> Prepared:
-    """Parse, resolve sender and recipients, fix headers (docs/architecture.md, "Sender")."""
-    from relay import envelope, message
+    """Parse, resolve sender and recipients (relay.envelope), fix headers (relay.message).
+
+    `envelope` is as the caller asked; the returned `Prepared.envelope` is resolved.
+    """
+    from relay import envelope as addressing
+    from relay import message
 
     parsed = message.parse(raw)
-    wanted = envelope.parse_recipient_args(recipients)
-    if read_recipients:
+    wanted = addressing.parse_recipient_args(envelope.recipients)
+    if envelope.read_recipients:
         wanted += [r for r in parsed.header_recipients() if r not in wanted]
     if not wanted:
         raise UsageError("no recipients: give them as arguments, or use -t with To/Cc/Bcc headers")
-    who = identity or current_identity()
-    sender = envelope.resolve_sender(
+    sender = addressing.resolve_sender(
         config,
-        who,
-        envelope_from=envelope_from,
-        full_name=full_name,
+        envelope.identity or current_identity(),
+        envelope_from=envelope.envelope_from,
+        full_name=envelope.full_name,
         header_from=parsed.from_address(),
     )
     resolver = resolver or make_resolver(config)
@@ -113,7 +152,7 @@ def prepare(
         replace_from=sender.replace_from,
         msgid_domain=domain or config.hostname or "localhost",
     )
-    return Prepared(parsed, sender, tuple(final), fixups)
+    return Prepared(parsed, sender, envelope.resolved(sender.envelope, final), fixups)
 
 
 def make_resolver(config: Config) -> Resolver:
@@ -123,77 +162,65 @@ def make_resolver(config: Config) -> Resolver:
     return Resolver(config, aliases)
 
 
-def deliver(
+def _send_now(
     prepared: Prepared,
     config: Config,
     *,
     password: str | None = None,
     verbose: TextIO | None = None,
-) -> Result:
-    """Send one prepared message now; raises a classified RelayError if it was not."""
-    result, refused = _send_now(prepared, config, password=password, verbose=verbose)
-    if refused:
-        raise _partial_error(result, refused)
-    return result
+) -> Verdict:
+    """Open a session (the sender's own mailhub, else the configured ones, in order) and
+    deliver the message over it (`relay.delivery.deliver`); a session that cannot be
+    opened is a TEMPORARY or PERMANENT verdict too, and is logged."""
+    import time
 
-
-def _send_now(
-    prepared: Prepared,
-    config: Config,
-    *,
-    password: str | None,
-    verbose: TextIO | None,
-) -> tuple[Result, dict[str, tuple[int, str]]]:
-    """One delivery; returns what was accepted and what was refused (code, reply)."""
-    from relay.message import wire
+    from relay.delivery import PERMANENT, TEMPORARY, Verdict, deliver
     from relay.smtp import open_session
 
     hubs: Sequence[Mailhub] = (
         (prepared.sender.mailhub,) if prepared.sender.mailhub else config.mailhubs
     )
-    from functools import partial
-
-    from relay.log import attempt_for
-
-    session = None
-    log = partial(
-        attempt_for,
-        config,
-        queue_id=None,
-        message_id=prepared.message_id,
-        sender=prepared.sender.envelope,
-        recipients=prepared.recipients,
-        started=time.monotonic(),
-    )
+    started = time.monotonic()
     try:
-        with open_session(config, hubs=hubs, password=password, transcript=verbose) as session:
-            assert session.client is not None
-            data = wire(prepared.message, eight_bit_ok=session.client.has_extn("8bitmime"))
-            outcome = session.send(prepared.sender.envelope, prepared.recipients, data)
-            hub = str(session.hub)
+        session = open_session(config, hubs=hubs, password=password, transcript=verbose)
     except RelayError as err:
-        log(session=session, error=err)
-        raise
-    log(session=session, outcome=outcome)
-    result = Result(
-        sender=prepared.sender.envelope,
-        recipients=tuple(outcome.accepted),
+        from relay.log import attempt_for
+
+        attempt_for(
+            config,
+            session=None,
+            queue_id=None,
+            message_id=prepared.message_id,
+            sender=prepared.envelope.mail_from,
+            recipients=prepared.recipients,
+            started=started,
+            error=err,
+        )
+        return Verdict(
+            TEMPORARY if is_temporary(err) else PERMANENT, error=err, reply=err.reply or ""
+        )
+    with session:
+        return deliver(session, prepared.message, prepared.envelope, message_id=prepared.message_id)
+
+
+def _delivered(prepared: Prepared, verdict: Verdict) -> Result:
+    return Result(
+        sender=prepared.envelope.mail_from,
+        recipients=verdict.accepted,
         message_id=prepared.message_id,
-        mailhub=hub,
-        reply=outcome.reply,
-        refused={rcpt: reply for rcpt, (_code, reply) in outcome.refused.items()},
+        mailhub=verdict.mailhub,
+        reply=verdict.reply,
+        refused=MappingProxyType({r: reply for r, (_code, reply) in verdict.refused.items()}),
     )
-    return result, outcome.refused
 
 
-def _partial_error(
-    result: Result, refused: dict[str, tuple[int, str]], queued: str = ""
-) -> RelayError:
-    listed = "; ".join(f"<{r}>: {reply}" for r, (_code, reply) in refused.items())
+def _partial_error(result: Result, verdict: Verdict, queued: str = "") -> RelayError:
+    listed = "; ".join(f"<{r}>: {reply}" for r, (_code, reply) in verdict.refused.items())
     text = f"delivered to {', '.join(result.recipients)} only; refused: {listed}{queued}"
-    temporary = all(400 <= code < 500 for code, _ in refused.values())
     err: RelayError = (
-        TempFailError(text, step="RCPT TO") if temporary else NoUserError(text, step="RCPT TO")
+        TempFailError(text, step="RCPT TO")
+        if not verdict.never
+        else NoUserError(text, step="RCPT TO")
     )
     err.result = result
     return err
@@ -201,19 +228,24 @@ def _partial_error(
 
 def submit(
     message: bytes | Spooled | EmailMessage,
+    envelope: Envelope | None = None,
     *,
     config: Config,
-    recipients: Sequence[str] = (),
-    read_recipients: bool = False,
-    envelope_from: str | None = None,
-    full_name: str | None = None,
-    identity: Identity | None = None,
     password: str | None = None,
     verbose: TextIO | None = None,
     dead_letter: str | None = None,
     resolver: Resolver | None = None,
+    recipients: Sequence[str] | None = None,
+    read_recipients: bool | None = None,
+    envelope_from: str | None = None,
+    full_name: str | None = None,
+    identity: Identity | None = None,
 ) -> Result:
     """Deliver a message now, queue it, or keep it, as `config.queue` says (module doc).
+
+    `envelope` says who it is from and for, as asked (`relay.envelope.Envelope`). The
+    same can be given as keywords instead (`recipients`, `read_recipients`,
+    `envelope_from`, `full_name`, `identity`), as `mail` does.
 
     Returns a `Result`: delivered (`recipients`), queued (`queued_id`, `queued_reason`),
     or both after a partial delivery whose refusals were all temporary.
@@ -222,19 +254,21 @@ def submit(
     in which case the error says so and its exit code is 73 or 74). The password is
     used for this delivery only; the queue never stores it.
     """
-    raw = as_input(message)
-    who = identity or current_identity()
-    try:
-        prepared = prepare(
-            raw,
-            config,
-            recipients=recipients,
-            read_recipients=read_recipients,
+    loose = (recipients, read_recipients, envelope_from, full_name, identity)
+    if envelope is None:
+        envelope = Envelope(
+            recipients or (),
+            read_recipients=bool(read_recipients),
             envelope_from=envelope_from,
             full_name=full_name,
-            identity=who,
-            resolver=resolver,
+            identity=identity,
         )
+    elif any(value is not None for value in loose):
+        raise TypeError("submit: give an Envelope or its fields as keywords, not both")
+    raw = as_input(message)
+    who = envelope.identity or current_identity()
+    try:
+        prepared = prepare(raw, config, envelope.replace(identity=who), resolver=resolver)
         if verbose is not None:
             _explain(prepared, verbose)
         if config.queue == "always":
@@ -256,37 +290,43 @@ def _deliver_or_queue(
     dead_letter: str | None,
 ) -> Result:
     fallback = config.queue == "fallback"
-    try:
-        result, refused = _send_now(prepared, config, password=password, verbose=verbose)
-    except RelayError as err:
-        if not (fallback and is_temporary(err)):
-            raise
-        return enqueue(prepared, config, dead_letter=dead_letter, reason=str(err), failure=err)
-    if not refused:
+    verdict = _send_now(prepared, config, password=password, verbose=verbose)
+    if verdict.error is not None:
+        if not (fallback and is_temporary(verdict.error)):
+            raise verdict.error
+        return enqueue(
+            prepared,
+            config,
+            dead_letter=dead_letter,
+            reason=str(verdict.error),
+            failure=verdict.error,
+        )
+    result = _delivered(prepared, verdict)
+    if not verdict.refused:
         return result
-    # A partial delivery (docs/architecture.md, "Partial refusals"): accepted recipients
-    # are done; 4xx ones are queued when the policy allows; 5xx ones fail the call, kept.
-    later = tuple(r for r, (code, _) in refused.items() if 400 <= code < 500)
+    # A partial delivery: accepted recipients are done; 4xx ones are queued when the
+    # policy allows; 5xx ones make the whole call fail, message kept.
+    later = verdict.later
     note = ""
     if fallback and later:
-        replies = "; ".join(f"<{r}>: {refused[r][1]}" for r in later)
+        replies = "; ".join(f"<{r}>: {verdict.refused[r][1]}" for r in later)
         queued = enqueue(
             prepared,
             config,
             dead_letter=dead_letter,
             reason=f"refused for now: {replies}",
-            recipients=later,
+            envelope=prepared.envelope.only(later),
             failure=TempFailError(replies, step="RCPT TO"),
         )
-        result = result._replace(
+        result = result.replace(
             queued_id=queued.queued_id,
             queued_reason=queued.queued_reason,
             queued_for=later,
         )
-        if len(later) == len(refused):
+        if not verdict.never:
             return result
         note = f"; {', '.join(later)} queued as {queued.queued_id} for a retry"
-    raise _partial_error(result, refused, note)
+    raise _partial_error(result, verdict, note)
 
 
 def stored_form(prepared: Prepared) -> bytes:
@@ -304,13 +344,15 @@ def enqueue(
     *,
     dead_letter: str | None,
     reason: str,
-    recipients: Sequence[str] | None = None,
+    envelope: Envelope | None = None,
     failure: RelayError | None = None,
 ) -> Result:
     """Commit the prepared message to the queue; returns a Result saying queued.
 
-    `failure` is the temporary error of a try just made: the entry records it as its
-    first attempt, backing off only when the failure was the message's own.
+    `envelope` narrows the recipients (the rest of a partial delivery); by default the
+    entry is for all of `prepared.envelope`. `failure` is the temporary error of a try
+    just made: the entry records it as its first attempt, backing off only when the
+    failure was the message's own.
     Raises 73/74 (the caller keeps the message in dead.letter) naming both problems.
     """
     import time
@@ -318,17 +360,17 @@ def enqueue(
     from relay import queue
 
     now = time.time()
-    wanted = tuple(recipients if recipients is not None else prepared.recipients)
+    wanted = envelope or prepared.envelope
     hub = prepared.sender.mailhub
     blame = failure is not None and queue.blames_message(failure)
     try:
         with queue.Queue.open(queue.queue_dir(config.queue_dir)) as spool:
             entry = spool.enqueue(
                 stored_form(prepared),
-                sender=prepared.sender.envelope,
-                recipients=wanted,
+                sender=wanted.mail_from,
+                recipients=wanted.recipients,
                 message_id=prepared.message_id,
-                mailhub=_hostport(hub) if hub else None,
+                mailhub=hostport(hub) if hub else None,
                 dead_letter=dead_letter or deadletter.default_path(),
                 attempts=1 if failure is not None else 0,
                 last_error=str(failure) if failure is not None else None,
@@ -340,18 +382,18 @@ def enqueue(
             err.message += f"; and delivering it now failed too: {failure}"
         raise
     return Result(
-        sender=prepared.sender.envelope,
+        sender=wanted.mail_from,
         recipients=(),
         message_id=prepared.message_id,
         mailhub="",
         reply="",
         queued_id=entry.id,
         queued_reason=reason,
-        queued_for=wanted,
+        queued_for=wanted.recipients,
     )
 
 
-def _hostport(hub: Mailhub) -> str:
+def hostport(hub: Mailhub) -> str:
     """`host:port` as `relay.config.parse_hostport` reads it back (IPv6 in brackets)."""
     return f"[{hub.host}]:{hub.port}" if ":" in hub.host else f"{hub.host}:{hub.port}"
 

@@ -301,9 +301,9 @@ class TestFaults:
             ({"faults": {"RCPT": (451, "4.2.0 greylisted")}}, os.EX_TEMPFAIL, "RCPT TO"),
             ({"faults": {"RCPT": (550, "5.1.1 no such user")}}, os.EX_NOUSER, "RCPT TO"),
             ({"faults": {"DATA": (554, "5.3.0 no data")}}, os.EX_UNAVAILABLE, "DATA"),
-            ({"faults": {"EOD": (451, "4.3.0 queue full")}}, os.EX_TEMPFAIL, "DATA"),
-            ({"faults": {"EOD": (552, "5.3.4 too big")}}, os.EX_UNAVAILABLE, "DATA"),
-            ({"disconnect_in_data": True}, os.EX_TEMPFAIL, "DATA"),
+            ({"faults": {"EOD": (451, "4.3.0 queue full")}}, os.EX_TEMPFAIL, "end of data"),
+            ({"faults": {"EOD": (552, "5.3.4 too big")}}, os.EX_UNAVAILABLE, "end of data"),
+            ({"disconnect_in_data": True}, os.EX_TEMPFAIL, "end of data"),
             ({"disconnect_after": "MAIL"}, os.EX_TEMPFAIL, "MAIL FROM"),
         ],
     )
@@ -319,15 +319,16 @@ class TestFaults:
         err = fail(tmp_path, hub)
         assert err.exit_code == code, str(err)
         assert step in str(err)
+        assert err.step == ("connect" if step == "greeting" else step)
         assert hub.messages == []
 
     @pytest.mark.parametrize(
         ("faults", "step", "code"),
         [
-            ({"CONNECT": (421, "4.3.2 busy")}, "greeting", 421),
+            ({"CONNECT": (421, "4.3.2 busy")}, "connect", 421),
             ({"MAIL": (550, "5.7.1 not you")}, "MAIL FROM", 550),
             ({"RCPT": (451, "4.2.0 greylisted")}, "RCPT TO", 451),
-            ({"EOD": (552, "5.3.4 too big")}, "DATA", 552),
+            ({"EOD": (552, "5.3.4 too big")}, "end of data", 552),
         ],
     )
     def test_a_server_reply_is_data_step_and_code(

@@ -1,0 +1,45 @@
+"""The base of the relay's records (`Prepared`, `Result`, `Verdict`, `Entry`, ...).
+
+One style for all of them: plain classes with `__slots__`, equality and repr given here.
+Not NamedTuple, which needs `typing` at run time, nor dataclasses, which imports
+`inspect` and generates code at import: both cost the start-up of every `sendmail`, and
+a cron job pays it each time. A record is a value: build a changed copy with `replace`
+rather than assigning to it (`FlushReport`, which a flush fills in, is the exception).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Self
+
+
+class Record:
+    """Fields are the `__slots__` of the subclass (one level: records do not nest)."""
+
+    __slots__ = ()
+
+    def _fields(self) -> tuple[str, ...]:
+        slots: tuple[str, ...] = type(self).__slots__
+        return slots
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self._fields())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields())
+        return f"{type(self).__name__}({shown})"
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with `changes` applied; an unknown field is a TypeError."""
+        copy = object.__new__(type(self))
+        for name in self._fields():
+            setattr(copy, name, changes.pop(name) if name in changes else getattr(self, name))
+        if changes:
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(changes)}")
+        return copy
