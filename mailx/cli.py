@@ -214,6 +214,7 @@ def run(request: Request, env: Environment) -> int:
             message,
             addressed,
             variables=variables,
+            origins=rc.origins,
             verbose=request.verbose,
             mta_args=request.mta_args,
             env=env,

@@ -109,9 +109,12 @@ def show(message: EmailMessage, addressed: Addressed, env: Environment) -> None:
 
 
 def uses_relay(mta: str | None) -> bool:
-    """Whether `mta` (the variable) means the relay in this process: unset, an SMTP URL
-    (the relay's own configuration names the server), or s-nail's `test`."""
-    return not mta or mta.startswith(("smtp://", "smtps://", "submission://")) or mta == "test"
+    """Whether `mta` (the variable) means the relay in this process: unset (the system
+    configuration), an account URL (`mailx.account`: the user's own server), or
+    s-nail's `test`; anything else is a program."""
+    from mailx.account import is_url
+
+    return not mta or is_url(mta) or mta == "test"
 
 
 def deliver(
@@ -119,6 +122,7 @@ def deliver(
     addressed: Addressed,
     *,
     variables: Mapping[str, str],
+    origins: Mapping[str, tuple[str, int]] | None = None,
     verbose: bool,
     mta_args: Sequence[str],
     env: Environment,
@@ -131,6 +135,8 @@ def deliver(
         deliver_relay(
             message,
             addressed,
+            variables=variables,
+            origins=origins or {},
             verbose=verbose,
             show_dialogue=verbose or "verbose" in variables,
             env=env,
@@ -148,32 +154,47 @@ def deliver_relay(
     message: EmailMessage,
     addressed: Addressed,
     *,
+    variables: Mapping[str, str],
+    origins: Mapping[str, tuple[str, int]],
     verbose: bool,
     show_dialogue: bool,
     env: Environment,
     keeper: Keeper,
 ) -> None:
-    """`relay.submit` in this process: delivered, queued, or kept by the relay itself."""
+    """`relay.submit` in this process: delivered, queued, or kept by the relay itself.
+
+    The configuration is the user's own account when `mta` names one (`mailx.account`),
+    else the system's; never the system's in place of an account that cannot be used.
+    """
     import relay
+    from mailx.account import account
 
     sender = addressed.sender
+    envelope_from = sender.address
     try:
-        config = relay.load_config(environ=env.environ)
-        for warning in config.warnings:
+        mine = account(variables, origins, relay.current_identity().login)
+        if mine is not None:
+            config, password = mine.config, mine.password
+            envelope_from = envelope_from or mine.envelope_from
+            warnings = mine.warnings
+        else:
+            config = relay.load_config(environ=env.environ)
+            warnings = list(config.warnings)
+            password = relay.resolve_password(config) if config.auth_user else None
+        for warning in warnings:
             env.say(warning)
-        password = relay.resolve_password(config) if config.auth_user else None
     except RelayError as err:
         raise keeper.kept(err, lambda: bytes(message), sender.address or "") from None
     result = relay.submit(
         wire_input(message),
+        relay.Envelope(addressed.recipients, envelope_from=envelope_from, full_name=sender.name),
         config=config,
-        recipients=addressed.recipients,
-        envelope_from=sender.address,
-        full_name=sender.name,
         password=password,
         verbose=env.stderr if show_dialogue else None,
         dead_letter=keeper.path,
     )
+    if verbose and result.recipients:  # as `sendmail -v` ends
+        env.say(f"delivered to {', '.join(result.recipients)} via {result.mailhub}: {result.reply}")
     if result.queued_id and (config.queue != "always" or verbose):
         env.say(f"queued as {result.queued_id}: {result.queued_reason}")
 

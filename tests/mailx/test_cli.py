@@ -27,7 +27,7 @@ import mailx.compose
 from mailx.cli import Request, parse_args
 from mailx.environment import Environment
 from relay.queue import Queue
-from tests.mailhub import MailHub, MailHubFactory, closed_port
+from tests.mailhub import DEFAULT_USERS, MailHub, MailHubFactory, closed_port
 from tests.relayconf import write_config
 
 ARCHWIKI_RC = "set from=me@example.org\nalias archuser 'My Name'<someone@example.com>\n"
@@ -284,6 +284,68 @@ def test_v_shows_the_dialogue_on_the_environment_stderr(
     assert mail("-v", "-s", "x", "a@example.com") == 0
     assert "recipients: a@example.com" in mail.err
     assert "RCPT TO:<a@example.com>" in mail.err
+    # Ends as `sendmail -v` does: whom the server took, through which hub, its reply.
+    last = mail.err.splitlines()[-1]
+    assert last.startswith(f"mail: delivered to a@example.com via {hub.host}:{hub.port}: 250")
+
+
+# -- the user's own SMTP account (`set mta=smtp://...`) ---------------------------------------
+
+
+def test_an_mta_url_in_mailrc_sends_through_that_account_with_auth(
+    mail: Mail, mailhub: MailHubFactory
+) -> None:
+    """Not through the system configuration: its hub sees nothing."""
+    system, own = mailhub(), mailhub(auth=True, auth_require_tls=False)
+    mail.configure(system)
+    user, secret = next(iter(DEFAULT_USERS.items()))
+    rc = mail.rc(
+        f"set mta=smtp://{user}@{own.host}:{own.port}\nset smtp-auth-password='{secret}'\n"
+    )
+    rc.chmod(0o600)
+    assert mail("-s", "mine", "someone@example.com") == 0, mail.err
+    assert mail.err == ""
+    (received,) = own.wait_for(1)
+    assert received.rcpt_tos == ["someone@example.com"]
+    assert [(a.user, a.success) for a in own.auth_attempts] == [(user, True)]
+    assert system.connections == 0
+
+
+def test_an_account_that_cannot_be_used_is_refused_never_replaced(
+    mail: Mail, mailhub: MailHubFactory
+) -> None:
+    system = mailhub()
+    mail.configure(system)
+    mail.rc("set mta=lmtp://mail.example.org\n")
+    assert mail("-s", "x", "someone@example.com") == os.EX_CONFIG
+    assert "lmtp:// is not supported" in mail.line()
+    assert "message kept in" in mail.line()
+    assert system.connections == 0
+    assert len(mail.kept()) == 1
+
+
+def test_a_temporary_failure_of_the_account_is_not_queued(mail: Mail) -> None:
+    """The queue is flushed with the system configuration: 75, kept, as s-nail."""
+    mail.rc(f"set mta=smtp://127.0.0.1:{closed_port()}\n")
+    assert mail("-s", "x", "someone@example.com") == os.EX_TEMPFAIL
+    assert "message kept in" in mail.line()
+    assert not (mail.home / ".local" / "state" / "mailx-relay").exists()
+
+
+def test_a_readable_password_in_mailrc_is_warned_about(mail: Mail, mailhub: MailHubFactory) -> None:
+    own = mailhub(auth=True, auth_require_tls=False)
+    user, secret = next(iter(DEFAULT_USERS.items()))
+    rc = mail.rc(
+        f"set mta=smtp://{user}:{secret.replace(' ', '%20').replace('#', '%23')}"
+        f"@{own.host}:{own.port}\n"
+    )
+    rc.chmod(0o644)
+    assert mail("-s", "x", "someone@example.com") == 0
+    assert mail.line() == (
+        f"mail: warning: {rc}:1: holds a password (mta) but is readable by others "
+        f"(mode 644); fix with: chmod 600 {rc}"
+    )
+    assert secret not in mail.err
 
 
 def test_mailrc_diagnostics_are_printed_and_the_rest_read(
