@@ -86,17 +86,90 @@ class Request(NamedTuple):
     mta_args: tuple[str, ...] = ()
 
 
+#: Options that take a value (attached, `-sSubject`, or the next argument).
+_VALUED = frozenset("scbarSCq")
+_FLAGS = frozenset("dEntv~")
+
+
+class Shown(Exception):
+    """`-V` or `-h`: print `text` on stdout and exit 0 (s-nail's `-V`, `--help`)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def normalise(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """s-nail's option conventions docopt does not know, applied before it parses:
+    `-i` is accepted and ignored (s-nail and bsd-mailx do); the last `-s` wins;
+    `-V`/`--version` and `-h`/`--help` raise `Shown`; `-.` ends the options, and every
+    later argument is a recipient even when it starts with `-` (returned apart). Bundled
+    flags and attached values (`-dv`, `-sSubject`) are split one option per argument.
+    An unknown option is a UsageError naming it, never the parser's internals."""
+    out: list[str] = []
+    subject: str | None = None
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
+        if arg == "-.":
+            return out + ([] if subject is None else ["-s", subject]), list(argv[index:])
+        if arg in ("--help", "-h"):
+            raise Shown(USAGE)
+        if arg == "--version":
+            raise Shown(_version())
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            out.extend(argv[index - 1 :])
+            break
+        if arg.startswith("--"):
+            raise UsageError(f"unknown option {arg}")
+        position = 1
+        while position < len(arg):
+            flag = arg[position]
+            position += 1
+            if flag in _VALUED:
+                value = arg[position:]
+                if not value:
+                    if index >= len(argv):
+                        raise UsageError(f"option -{flag} needs a value")
+                    value, index = argv[index], index + 1
+                if flag == "s":
+                    subject = value  # the last -s wins, as in s-nail
+                else:
+                    out += [f"-{flag}", value]
+                break
+            if flag == "V":
+                raise Shown(_version())
+            if flag == "h":
+                raise Shown(USAGE)
+            if flag == "i":
+                continue
+            if flag not in _FLAGS:
+                raise UsageError(f"unknown option -{flag}")
+            out.append(f"-{flag}")
+    if subject is not None:
+        out[:0] = ["-s", subject]
+    return out, None
+
+
+def _version() -> str:
+    from relay import __version__
+
+    return f"mailx-relay mail {__version__}"
+
+
 def parse_args(argv: Sequence[str]) -> Request:
-    """s-nail's send-mode argv; raises UsageError (exit 64)."""
+    """s-nail's send-mode argv; raises UsageError (exit 64), or `Shown` for -V and -h."""
     from docopt import DocoptExit, docopt
 
-    args = list(argv)
+    args, forced = normalise(argv)
     try:
         parsed = docopt(USAGE, argv=args, options_first=True, default_help=False)
-    except DocoptExit as err:
-        first = str(err).splitlines()[0] if str(err) else "bad usage"
-        raise UsageError(first.removeprefix("Warning: ")) from None
-    recipients = list(parsed["TO-ADDR"])
+    except DocoptExit:
+        # `normalise` has named every unknown option and missing value; what is left is
+        # a shape docopt refuses, whose own text shows its internals (Option(...)).
+        raise UsageError("invalid command line; see mail --help") from None
+    recipients = list(parsed["TO-ADDR"]) + (forced or [])
     mta_args: list[str] = []
     if "--" in recipients:
         cut = recipients.index("--")
@@ -159,6 +232,9 @@ def _main(argv: Sequence[str], env: Environment | None = None) -> int:
     except UsageError as err:
         err.usage = USAGE.split("\n\n", 1)[0]
         raise
+    except Shown as shown:
+        sys.stdout.write(shown.text + "\n")
+        return os.EX_OK
     if env is None:
         from relay import stdin_was_closed
 

@@ -712,3 +712,55 @@ def test_parse_args_returns_an_immutable_request() -> None:
         request.to = ()  # type: ignore[misc]
     with pytest.raises(TypeError):
         request.settings["x"] = "y"  # type: ignore[index]
+
+
+# -- s-nail's option conventions ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_v_prints_the_version(mail: Mail, flag: str) -> None:
+    assert mail(flag) == 0
+    assert mail.stdout.getvalue().startswith("mailx-relay mail ")
+    assert mail.err == ""
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_prints_the_usage(mail: Mail, flag: str) -> None:
+    assert mail(flag) == 0
+    assert mail.stdout.getvalue().startswith("Usage: mail ")
+    assert "Options:" in mail.stdout.getvalue()
+
+
+def test_i_is_accepted_and_ignored_and_the_last_s_wins(mail: Mail, mailhub: MailHubFactory) -> None:
+    hub = mailhub()
+    mail.configure(hub)
+    assert mail("-i", "-s", "first", "-vi", "-s", "second", "a@example.com") == 0
+    (received,) = hub.wait_for(1)
+    assert parsed(received.data)["Subject"] == "second"
+
+
+def test_dash_dot_ends_the_options(mail: Mail, mailhub: MailHubFactory) -> None:
+    hub = mailhub()
+    mail.configure(hub)
+    assert mail("-s", "t", "-.", "a@example.com", "b@example.com") == 0
+    (received,) = hub.wait_for(1)
+    assert received.rcpt_tos == ["a@example.com", "b@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["-x", "a@example.com"], "mail: unknown option -x"),
+        (["--frob", "a@example.com"], "mail: unknown option --frob"),
+        (["-s"], "mail: option -s needs a value"),
+        (["-dvq"], "mail: option -q needs a value"),
+    ],
+)
+def test_usage_errors_name_the_option_never_the_parser(
+    mail: Mail, args: list[str], says: str
+) -> None:
+    assert mail(*args) == os.EX_USAGE
+    first, *usage = mail.err.splitlines()
+    assert first == says
+    assert usage and usage[0].startswith("Usage: mail")
+    assert "Option(" not in mail.err and "Argument(" not in mail.err
