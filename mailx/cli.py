@@ -20,6 +20,7 @@ pipeline only returns 0 or raises a `relay.RelayError`, whose class decides the 
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -231,6 +232,8 @@ def _main(argv: Sequence[str], env: Environment | None = None) -> int:
         request = parse_args(argv)
     except UsageError as err:
         err.usage = USAGE.split("\n\n", 1)[0]
+        if env is None:
+            keep_refused_pipe(err, argv)
         raise
     except Shown as shown:
         sys.stdout.write(shown.text + "\n")
@@ -267,9 +270,18 @@ def run(request: Request, env: Environment) -> int:
         variables = rc.variables
         if not request.dry_run:
             keeper = delivery.Keeper(delivery.dead_letter_path(variables, env))
-        pipeline.check_request(request, variables)
         subject = pipeline.clean_subject(request.subject, env)
-        body = pipeline.read_body(request, subject, variables, env)
+        if env.isatty:  # refuse before the user types a whole message
+            pipeline.check_request(request, variables)
+            body = pipeline.read_body(request, subject, variables, env)
+        else:  # a pipe: read it first, so that whatever is refused keeps the text
+            piped = env.stdin.read()
+            env = env._replace(stdin=io.BytesIO(piped))
+            try:
+                pipeline.check_request(request, variables)
+                body = pipeline.read_body(request, subject, variables, env)
+            except RelayError as err:
+                raise keeper.kept(err, piped_text(request, subject, piped, env)) from None
         if isinstance(body, pipeline.Abandoned):
             return abandoned(body, keeper, env)
         draft = body
@@ -307,6 +319,49 @@ def run(request: Request, env: Environment) -> int:
         if draft is not None:
             raise keeper.kept(bug, text_of(draft, env)) from err
         raise bug from err
+
+
+def piped_text(
+    request: Request, subject: str | None, piped: bytes, env: Environment
+) -> Callable[[], bytes]:
+    """What dead.letter keeps of a piped body refused before it became a draft."""
+    from mailx.compose import Draft
+
+    return text_of(Draft(to=request.to, subject=subject, body=piped), env)
+
+
+def keep_refused_pipe(err: UsageError, argv: Sequence[str]) -> None:
+    """A command line refused before it could be understood: when a body is waiting on
+    a pipe (cron's `cmd | mail -s x -q missing ops`), read it and keep it, so that a
+    status other than 0 still means the message is in dead.letter. Not for a terminal
+    (nothing typed yet), a closed stdin, or `-d` (which keeps nothing)."""
+    import relay
+
+    if os.isatty(0) or relay.stdin_was_closed() or _asks_dry_run(argv):
+        return
+    from mailx import delivery
+    from mailx.compose import Draft
+    from mailx.environment import Environment
+
+    env = Environment.from_process()
+    piped = env.stdin.read()
+    if not piped:
+        return
+    keeper = delivery.Keeper(delivery.dead_letter_path({}, env))
+    keeper.kept(err, text_of(Draft(to=(), body=piped), env))
+
+
+def _asks_dry_run(argv: Sequence[str]) -> bool:
+    for arg in argv:
+        if not arg.startswith("-") or arg in ("-", "--", "-."):
+            return False
+        letters = arg[1:].split("=")[0]
+        for letter in letters:
+            if letter == "d":
+                return True
+            if letter in _VALUED:
+                break
+    return False
 
 
 def text_of(draft: Draft, env: Environment) -> Callable[[], bytes]:

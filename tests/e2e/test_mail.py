@@ -352,3 +352,29 @@ def test_mailrc_syntax_error_is_reported_and_the_rest_read(
     assert done.returncode == 0
     assert f"{tmp_path / '.mailrc'}:1:" in done.stderr.decode()
     assert hub.wait_for(1)[0].rcpt_tos == ["someone@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (["-s", "x", "-a", "/nonexistent/report.pdf", "ops@example.org"], os.EX_NOINPUT),
+        (["-s", "x", "-q", "/nonexistent/quote", "ops@example.org"], os.EX_NOINPUT),
+        (["-s", "x", "-x", "ops@example.org"], os.EX_USAGE),
+        (["-s", "x", "ops@example.org", "--", "-oi"], os.EX_USAGE),
+    ],
+)
+def test_a_refused_command_line_keeps_the_piped_body(
+    tmp_path: Path, args: list[str], status: int
+) -> None:
+    """`cmd | mail -s x -a missing.pdf ops`: the report is not lost."""
+    done = mail(tmp_path, setup(tmp_path, None), *args, body=b"nightly report\n")
+    assert done.returncode == status
+    assert f"message kept in {tmp_path / 'dead.letter'}" in done.stderr.decode()
+    (kept,) = dead_letters(tmp_path)
+    assert kept.get_payload() == "nightly report\n"
+
+
+def test_a_refused_command_line_with_d_keeps_nothing(tmp_path: Path) -> None:
+    done = mail(tmp_path, setup(tmp_path, None), "-dx", "ops@example.org", body=b"report\n")
+    assert done.returncode == os.EX_USAGE
+    assert not (tmp_path / "dead.letter").exists()
