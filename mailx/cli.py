@@ -273,7 +273,10 @@ def run(request: Request, env: Environment) -> int:
         subject = pipeline.clean_subject(request.subject, env)
         if env.isatty:  # refuse before the user types a whole message
             pipeline.check_request(request, variables)
-            body = pipeline.read_body(request, subject, variables, env)
+            try:
+                body = pipeline.read_body(request, subject, variables, env)
+            except pipeline.DraftStopped as stop:  # ^C twice, or a hangup: keep it
+                raise keeper.kept(stop.error, text_of(stop.draft, env)) from None
         else:  # a pipe: read it first, so that whatever is refused keeps the text
             piped = env.stdin.read()
             env = env._replace(stdin=io.BytesIO(piped))

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from relay import DataError, NoInputError, UsageError
+from relay import DataError, NoInputError, RelayError, UsageError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mailx.compose import Draft
     from mailx.environment import Environment
     from mailx.mailrc import MailRc, Recipient
-    from mailx.tilde import Hooks
+    from mailx.tilde import Action, Compose, Hooks
 
 #: Headers a `-t` template may not set: the message builder writes them itself.
 _BUILT_HEADERS = {
@@ -211,7 +211,9 @@ def compose(draft: Draft, prefix: bytes, escape: str, env: Environment) -> Draft
         env.stdout.flush()
         line = env.stdin.readline().decode("utf-8", "replace")
         draft = replace(draft, subject=clean_subject(line.rstrip("\r\n"), env))
-    return run_compose(replace(draft, body=prefix), env.stdin, escape, env, allow_shell=True)
+    return run_compose(
+        replace(draft, body=prefix), env.stdin, escape, env, allow_shell=True, interactive=True
+    )
 
 
 def feed_escapes(draft: Draft, data: bytes, escape: str, env: Environment) -> Draft | Abandoned:
@@ -222,18 +224,43 @@ def feed_escapes(draft: Draft, data: bytes, escape: str, env: Environment) -> Dr
     return run_compose(replace(draft, body=b""), BytesIO(data), escape, env, allow_shell=False)
 
 
+class DraftStopped(Exception):
+    """An interactive compose stopped by a signal: `error` says which, `draft` is what
+    was typed, for dead.letter (s-nail's DEAD)."""
+
+    def __init__(self, error: RelayError, draft: Draft) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.draft = draft
+
+
 def run_compose(
-    draft: Draft, lines: Iterable[bytes], escape: str, env: Environment, *, allow_shell: bool
+    draft: Draft,
+    lines: Iterable[bytes],
+    escape: str,
+    env: Environment,
+    *,
+    allow_shell: bool,
+    interactive: bool = False,
 ) -> Draft | Abandoned:
-    """Feed lines to the tilde state machine: the finished draft, or how it was abandoned."""
+    """Feed lines to the tilde state machine: the finished draft, or how it was abandoned.
+
+    `interactive` (a terminal) adds s-nail's signal rules: a first ^C prints
+    "(Interrupt -- one more to kill letter)" and goes on; a second one with no line typed
+    in between, or a hangup (the terminal went away), stops with `DraftStopped`, so that
+    the caller keeps the draft.
+    """
     from mailx.tilde import Action, Compose
 
     session = Compose(draft, hooks(env), escapes=True, shell=allow_shell, escape=escape)
-    action = None
-    for line in lines:
-        action = session.feed(line)
-        if action is not None:
-            break
+    if interactive:
+        action = _feed_interactively(session, lines, env)
+    else:
+        action = None
+        for line in lines:
+            action = session.feed(line)
+            if action is not None:
+                break
     action = action or session.finish()
     result = session.draft()
     if action is Action.ABORT:
@@ -241,6 +268,48 @@ def run_compose(
     if action is Action.ABORT_SAVE:
         return Abandoned(result, keep=True)
     return result
+
+
+class _HangUp(Exception):
+    """Raised by the SIGHUP handler while composing."""
+
+
+def _feed_interactively(
+    session: Compose, lines: Iterable[bytes], env: Environment
+) -> Action | None:
+    import signal
+
+    from relay import Interrupted
+
+    def hang_up(_signum: int, _frame: object) -> None:
+        raise _HangUp
+
+    stream = iter(lines)
+    interrupted = False
+    previous = signal.signal(signal.SIGHUP, hang_up)
+    try:
+        while True:
+            try:
+                line = next(stream, None)
+                if line is None:
+                    return None
+                interrupted = False
+                action = session.feed(line)
+            except KeyboardInterrupt:
+                if interrupted:
+                    stop = Interrupted("interrupted twice: message not sent", signal_number=2)
+                    raise DraftStopped(stop, session.draft()) from None
+                interrupted = True
+                env.stderr.write("(Interrupt -- one more to kill letter)\n")
+                env.stderr.flush()
+                continue
+            except _HangUp:
+                stop = Interrupted("hangup: message not sent", signal_number=signal.SIGHUP)
+                raise DraftStopped(stop, session.draft()) from None
+            if action is not None:
+                return action
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def hooks(env: Environment) -> Hooks:

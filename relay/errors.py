@@ -191,6 +191,16 @@ class InternalError(RelayError):
 #: Not an error of ours: the user pressed ^C (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
 
+
+class Interrupted(RelayError):
+    """Stopped on purpose by a signal (`mail`'s draft after a second ^C, or a hangup):
+    128 + the signal's number, as a shell reports it."""
+
+    def __init__(self, message: str, *, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
 #: The one table of exit statuses (sysexits), by error class; a class not listed has
 #: the status of its nearest listed base. Documented in the EXIT STATUS section of
 #: sendmail(8), mailq(1), mail(1) and mail-alias(1).
@@ -226,6 +236,8 @@ def status_of(err: RelayError) -> int:
     if err.keep_error is not None:
         # The message is nowhere: the status names what stopped keeping it.
         return err.keep_error.exit_code
+    if isinstance(err, Interrupted):
+        return 128 + err.signal_number
     if isinstance(err, MtaFailedError):
         # The mta's own status (sysexits, like ours), unless it died of a signal.
         return err.mta_status if 0 < err.mta_status < 256 else os.EX_SOFTWARE

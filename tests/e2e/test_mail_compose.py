@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import mailbox
 import os
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,9 +18,10 @@ CTRL_D = b"\x04"
 
 
 def converse(
-    tmp_path: Path, env: dict[str, str], args: list[str], typed: list[bytes]
+    tmp_path: Path, env: dict[str, str], args: list[str], typed: list[bytes | int]
 ) -> tuple[int, bytes]:
-    """Run `mail args` on a pty, type each chunk once the previous output settled."""
+    """Run `mail args` on a pty, type each chunk once the previous output settled; an
+    int is a signal, sent as the terminal would (^C is SIGINT, a hangup SIGHUP)."""
     master, slave = os.openpty()
     environ = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -54,7 +57,10 @@ def converse(
     try:
         for chunk in typed:
             drain(0.3)
-            os.write(master, chunk)
+            if isinstance(chunk, int):
+                proc.send_signal(chunk)
+            else:
+                os.write(master, chunk)
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
             drain(0.1)
@@ -134,3 +140,60 @@ def test_shell_escape_runs_on_a_terminal(tmp_path: Path, mailhub: MailHubFactory
     assert status == 0, output
     assert marker.exists()
     assert "~!" not in hub.wait_for(1)[0].message().get_content()
+
+
+def test_one_ctrl_c_warns_and_composing_goes_on(tmp_path: Path, mailhub: MailHubFactory) -> None:
+    hub = mailhub()
+    conf = write_config(tmp_path, hub)
+    status, output = converse(
+        tmp_path,
+        {"RELAY_CONFIG": str(conf)},
+        ["-s", "s", "a@example.com"],
+        [b"first line\n", signal.SIGINT, b"second line\n", CTRL_D],
+    )
+    assert status == 0, output
+    assert b"(Interrupt -- one more to kill letter)" in output
+    (received,) = hub.wait_for(1)
+    assert b"first line\r\nsecond line\r\n" in received.data
+
+
+def test_ctrl_c_twice_keeps_the_draft_in_dead_letter(
+    tmp_path: Path, mailhub: MailHubFactory
+) -> None:
+    hub = mailhub()
+    conf = write_config(tmp_path, hub)
+    status, output = converse(
+        tmp_path,
+        {"RELAY_CONFIG": str(conf)},
+        ["-s", "draft", "a@example.com"],
+        [b"precious text\n", signal.SIGINT, signal.SIGINT],
+    )
+    assert status == 130, output
+    assert b"interrupted twice: message not sent; message kept in" in output
+    (kept,) = kept_messages(tmp_path)
+    assert kept["Subject"] == "draft"
+    assert kept.get_payload() == "precious text\n"
+    assert hub.messages == []
+
+
+def test_a_hangup_keeps_the_draft(tmp_path: Path, mailhub: MailHubFactory) -> None:
+    hub = mailhub()
+    conf = write_config(tmp_path, hub)
+    status, _output = converse(
+        tmp_path,
+        {"RELAY_CONFIG": str(conf)},
+        ["-s", "hup", "a@example.com"],
+        [b"typed before the line dropped\n", signal.SIGHUP],
+    )
+    assert status == 128 + signal.SIGHUP
+    (kept,) = kept_messages(tmp_path)
+    assert kept.get_payload() == "typed before the line dropped\n"
+    assert hub.messages == []
+
+
+def kept_messages(home: Path) -> list[mailbox.mboxMessage]:
+    box = mailbox.mbox(str(home / "dead.letter"), create=False)
+    try:
+        return list(box)
+    finally:
+        box.close()
