@@ -68,6 +68,9 @@ def main() -> int:
                 "MAILRC": str(mailrc),
                 "MAILX_NO_SYSTEM_RC": "1",
             }
+            # The relay's configuration first: it explains the From line the server gets
+            # (root's login at rewriteDomain) and where the message goes.
+            print(f"$ cat {conf}\n{conf.read_text()}")
             print(f"$ cat {mailrc}\n{mailrc.read_text()}")
             print("$ echo body | mail -s subj archuser")
             done = subprocess.run(
