@@ -149,8 +149,8 @@ _CHUNK = 1 << 20
 STREAM_AT = 1 << 20
 #: Octets per base64 line at POLICY's length (72 characters), as the email package cuts.
 _B64_LINE = (POLICY.max_line_length or 78) // 4 * 3
-#: Octets read from a big attachment at a time: whole base64 lines, about 216 KiB.
-_B64_BLOCK = _B64_LINE * 4096
+#: Octets read from a big attachment at a time: whole base64 lines, about 54 KiB.
+_B64_BLOCK = _B64_LINE * 1024
 
 
 @dataclass(frozen=True)
@@ -697,10 +697,12 @@ class _FilePart(_Rendered):
         width = _B64_LINE // 3 * 4
         with self._open() as handle:
             for data in self._blocks(handle):
-                text = binascii.b2a_base64(data, newline=False)
-                lines = [text[i : i + width] for i in range(0, len(text), width)]
-                lines.append(b"")
-                out.write(linesep.join(lines))
+                text = memoryview(binascii.b2a_base64(data, newline=False))
+                lines = bytearray()  # one write per block; no list of line objects
+                for start in range(0, len(text), width):
+                    lines += text[start : start + width]
+                    lines += linesep
+                out.write(bytes(lines))
 
     def _open(self) -> BinaryIO:
         """The attachment, checked to be the file `build` saw (the caller closes it)."""
