@@ -6,7 +6,6 @@ import email
 import email.policy
 import hashlib
 import json
-import mailbox
 import os
 import stat
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.tools import assert_one_clean_line, run, run_measured
-from tests.mailhub import MailHub, MailHubFactory, closed_port
+from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters, read_mbox
 from tests.relayconf import write_config
 
 ARCHWIKI_RC = "set from=me@example.org\nalias archuser 'My Name'<someone@example.com>\n"
@@ -41,14 +40,6 @@ def parsed(data: bytes) -> EmailMessage:
     message = email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     return message
-
-
-def dead_letters(home: Path) -> list[mailbox.mboxMessage]:
-    box = mailbox.mbox(str(home / "dead.letter"), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 def test_archwiki_alias_reaches_the_address_with_its_display_name(
@@ -335,11 +326,7 @@ def test_record_keeps_a_copy(tmp_path: Path, mailhub: MailHubFactory) -> None:
     hub = mailhub()
     env = setup(tmp_path, hub, ARCHWIKI_RC + f"set record={tmp_path / 'sent'}\n")
     assert mail(tmp_path, env, "-s", "rec", "archuser").returncode == 0
-    box = mailbox.mbox(str(tmp_path / "sent"), create=False)
-    try:
-        (copy,) = list(box)
-    finally:
-        box.close()
+    (copy,) = read_mbox(tmp_path / "sent")
     assert copy["Subject"] == "rec"
 
 

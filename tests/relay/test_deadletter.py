@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mailbox
 import os
 import stat
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from relay.deadletter import default_path, save
 from relay.errors import CantCreateError
+from tests.mailhub import read_mbox
 
 MESSAGE = b"To: a@x.org\r\nSubject: s\r\n\r\nFrom the top\r\n>From quoted\r\nend\r\n"
 
@@ -20,11 +20,7 @@ def test_whole_message_in_mbox_0600(tmp_path: Path) -> None:
     assert save(MESSAGE, "me@x.org", path) == path
     save(b"Subject: second\n\nbody\n", "me@x.org", path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    box = mailbox.mbox(path, create=False)
-    try:
-        first, second = list(box)
-    finally:
-        box.close()
+    first, second = read_mbox(Path(path))
     assert first["Subject"] == "s" and first["To"] == "a@x.org"
     # mboxrd quoting (RFC 4155): readers that un-quote get the original lines back.
     assert first.get_payload() == ">From the top\n>>From quoted\nend\n"

@@ -15,14 +15,10 @@ import pytest
 import trustme
 
 from relay import config as config_module
-from relay.envelope import Identity
 from relay.errors import RelayError
-from relay.submission import submit
+from tests import relayconf
 from tests.mailhub import MailHub, MailHubFactory, RawRecorderFactory, closed_port
-from tests.relayconf import PASSWORD, write_config
-
-ME = Identity("bob", 1000, "Bob Builder")
-MESSAGE = b"To: Alice <alice@example.com>\nBcc: hidden@example.net\nSubject: hello\n\nbody\n"
+from tests.relayconf import MESSAGE, PASSWORD, write_config
 
 
 def send(
@@ -39,14 +35,13 @@ def send(
     # (fallback, always) is tested in test_queue.py and test_flush.py.
     keys.setdefault("Queue", "no")
     config = config_module.load(str(write_config(tmp_path, hub, *lines, **keys)))
-    return submit(
-        message,
-        config=config,
+    return relayconf.send(
+        tmp_path,
+        config,
+        message=message,
         recipients=recipients,
-        identity=ME,
         password=password,
         verbose=verbose,
-        dead_letter=str(tmp_path / "dead.letter"),
     )
 
 

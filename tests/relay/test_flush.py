@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import mailbox
 import os
 import threading
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from relay.errors import NoPermError
 from relay.flush import FlushReport, flush, pending
 from relay.queue import Entry, Locked, Queue
 from relay.submission import submit
-from tests.mailhub import MailHub, MailHubFactory, closed_port
+from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
 from tests.relayconf import PASSWORD, write_config
 
 ME = Identity("bob", 1000, "Bob Builder")
@@ -63,17 +62,6 @@ def enqueue(
 
 def received_ids(hub: MailHub) -> list[str]:
     return [str(m.message()["Message-ID"]) for m in hub.messages]
-
-
-def dead_letters(tmp_path: Path) -> list[mailbox.mboxMessage]:
-    path = tmp_path / "dead.letter"
-    if not path.exists():
-        return []
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 def verbs(hub: MailHub) -> collections.Counter[str]:

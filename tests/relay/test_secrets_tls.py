@@ -14,16 +14,13 @@ import pytest
 import trustme
 
 from relay import config as config_module
-from relay.envelope import Identity
 from relay.errors import RelayError
 from relay.log import Attempt, format_attempt, record
 from relay.serverinfo import describe
 from relay.smtp import fingerprint
-from relay.submission import submit
 from tests.mailhub import MailHubFactory
-from tests.relayconf import write_config
+from tests.relayconf import send, write_config
 
-ME = Identity("bob", 1000, "Bob Builder")
 TOKEN = "ya29.token-with/odd+chars=="
 
 
@@ -36,24 +33,13 @@ def load(path: Path) -> config_module.Config:
     return config_module.load(str(path))
 
 
-def send(config: config_module.Config, tmp_path: Path, **kwargs: object) -> object:
-    return submit(
-        b"Subject: s\n\nbody\n",
-        config=config,
-        recipients=["a@example.com"],
-        identity=ME,
-        dead_letter=str(tmp_path / "dead.letter"),
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
 class TestFingerprint:
     def test_matching_pin_replaces_the_chain(
         self, tmp_path: Path, mailhub: MailHubFactory, self_signed_cert: trustme.LeafCert
     ) -> None:
         hub = mailhub(tls="implicit", cert=self_signed_cert)
         pin = cert_fingerprint(self_signed_cert).replace(":", "").lower()
-        send(load(write_config(tmp_path, hub, TLSFingerprint=pin)), tmp_path)
+        send(tmp_path, load(write_config(tmp_path, hub, TLSFingerprint=pin)))
         assert hub.wait_for(1)[0].tls
 
     def test_wrong_pin_is_69_showing_expected_and_got(
@@ -69,7 +55,7 @@ class TestFingerprint:
             write_config(tmp_path, hub, TLSFingerprint=wrong, TLS_CA_File=ca_file, AuthUser="alice")
         )
         with pytest.raises(RelayError) as caught:
-            send(config, tmp_path, password="s3cret #=pass word")
+            send(tmp_path, config, password="s3cret #=pass word")
         assert caught.value.exit_code == os.EX_UNAVAILABLE
         assert f"expected {wrong}, got {cert_fingerprint(server_cert)}" in str(caught.value)
         assert not any(c.startswith(("AUTH", "MAIL")) for c in hub.commands)
@@ -104,7 +90,7 @@ class TestClientCertAndVerify:
                 TLSKey=key_file,
             )
         )
-        send(config, tmp_path)
+        send(tmp_path, config)
         assert hub.wait_for(1)[0].client_cert == "client.example.org"
 
     def test_without_a_client_certificate_the_server_refuses(
@@ -118,7 +104,7 @@ class TestClientCertAndVerify:
         hub = mailhub(tls="starttls", cert=server_cert, client_ca=ca)
         config = load(write_config(tmp_path, hub, TLS_CA_File=ca_file, Queue="no"))
         with pytest.raises(RelayError):
-            send(config, tmp_path)
+            send(tmp_path, config)
         assert hub.messages == []
 
     def test_tls_verify_no_accepts_but_warns(
@@ -127,7 +113,7 @@ class TestClientCertAndVerify:
         hub = mailhub(tls="implicit", cert=self_signed_cert)
         config = load(write_config(tmp_path, hub, TLSVerify="no"))
         assert any("TLSVerify=no accepts any certificate" in w for w in config.warnings)
-        send(config, tmp_path)
+        send(tmp_path, config)
         assert hub.wait_for(1)[0].tls
 
 
@@ -167,7 +153,7 @@ class TestOAuth:
             )
         )
         transcript = io.StringIO()
-        send(config, tmp_path, password=resolve(config), verbose=transcript)
+        send(tmp_path, config, password=resolve(config), verbose=transcript)
         attempt = hub.auth_attempts[0]
         expected = "OAUTHBEARER" if "OAUTHBEARER" in offered else "XOAUTH2"
         assert (attempt.mechanism, attempt.success) == (expected, True)
@@ -197,7 +183,7 @@ class TestOAuth:
             )
         )
         with pytest.raises(RelayError) as caught:
-            send(config, tmp_path, password="expired-token")
+            send(tmp_path, config, password="expired-token")
         assert caught.value.exit_code == os.EX_NOPERM
         assert "expired-token" not in str(caught.value)
 
