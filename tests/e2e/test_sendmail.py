@@ -6,8 +6,6 @@ import os
 import pwd
 from pathlib import Path
 
-import trustme
-
 from tests.e2e.tools import assert_one_clean_line, run
 from tests.mailhub import MailHubFactory, closed_port, dead_letters
 from tests.relayconf import PASSWORD, write_config
@@ -135,9 +133,9 @@ def test_bv_explains_each_recipient_and_sends_nothing(
 
 
 def test_verbose_auth_never_shows_the_password(
-    tmp_path: Path, mailhub: MailHubFactory, server_cert: trustme.LeafCert, ca_file: Path
+    tmp_path: Path, tls_hub: MailHubFactory, ca_file: Path
 ) -> None:
-    hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+    hub = tls_hub(auth=True)
     conf = write_config(
         tmp_path, hub, AuthUser="alice", AuthPass=f'"{PASSWORD}"', TLS_CA_File=ca_file
     )

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from freezegun import freeze_time
 
 from relay import config as config_module
@@ -76,12 +75,11 @@ class TestOneSession:
     def test_many_messages_one_handshake_one_login(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
         ids = enqueue(tmp_path, 6)
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+        hub = tls_hub(auth=True)
         config = configure(
             tmp_path, hub, AuthUser="alice", AuthPass=f'"{PASSWORD}"', TLS_CA_File=ca_file
         )
@@ -160,12 +158,11 @@ class TestTemporaryFailures:
     def test_starttls_refused_for_now_stops_without_charging(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
         enqueue(tmp_path, 2)
-        hub = mailhub(tls="starttls", cert=server_cert, faults={"STARTTLS": (454, "4.7.0 later")})
+        hub = tls_hub(faults={"STARTTLS": (454, "4.7.0 later")})
         config = configure(tmp_path, hub, TLS_CA_File=ca_file)
         report = flush(config)
         assert report.stopped is not None and "454 4.7.0 later" in str(report.stopped)

@@ -45,11 +45,11 @@ class TestFingerprint:
     def test_wrong_pin_is_69_showing_expected_and_got(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
+        tls_hub: MailHubFactory,
         server_cert: trustme.LeafCert,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+        hub = tls_hub(auth=True)
         wrong = "AB:" * 31 + "AB"
         config = load(
             write_config(tmp_path, hub, TLSFingerprint=wrong, TLS_CA_File=ca_file, AuthUser="alice")
@@ -70,8 +70,7 @@ class TestClientCertAndVerify:
     def test_client_certificate_is_presented(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca: trustme.CA,
         ca_file: Path,
     ) -> None:
@@ -79,7 +78,7 @@ class TestClientCertAndVerify:
         cert_file, key_file = tmp_path / "client.pem", tmp_path / "client.key"
         client.cert_chain_pems[0].write_to_path(cert_file)
         client.private_key_pem.write_to_path(key_file)
-        hub = mailhub(tls="starttls", cert=server_cert, client_ca=ca)
+        hub = tls_hub(client_ca=ca)
         config = load(
             write_config(
                 tmp_path,
@@ -96,12 +95,11 @@ class TestClientCertAndVerify:
     def test_without_a_client_certificate_the_server_refuses(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca: trustme.CA,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, client_ca=ca)
+        hub = tls_hub(client_ca=ca)
         config = load(write_config(tmp_path, hub, TLS_CA_File=ca_file, Queue="no"))
         with pytest.raises(RelayError):
             send(tmp_path, config)
@@ -128,16 +126,13 @@ class TestOAuth:
     def test_token_from_command_logs_in(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
         offered: list[str],
     ) -> None:
         from relay.credentials import resolve
 
-        hub = mailhub(
-            tls="starttls",
-            cert=server_cert,
+        hub = tls_hub(
             auth=True,
             mechanisms=offered,
             users={"alice@gmail.example": TOKEN},
@@ -162,13 +157,10 @@ class TestOAuth:
     def test_bad_token_is_77_and_never_shown(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(
-            tls="starttls",
-            cert=server_cert,
+        hub = tls_hub(
             auth=True,
             mechanisms=["XOAUTH2"],
             users={"alice@gmail.example": TOKEN},
@@ -192,11 +184,11 @@ class TestServerInfo:
     def test_fields_of_a_starttls_server(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
+        tls_hub: MailHubFactory,
         server_cert: trustme.LeafCert,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+        hub = tls_hub(auth=True)
         config = load(write_config(tmp_path, hub, TLS_CA_File=ca_file, AuthUser="alice"))
         lines = describe(config).splitlines()
         assert lines[0] == f"mailhub: {hub.host}:{hub.port}"
