@@ -2,11 +2,13 @@
 
 Everything on the wire is made by the standard library's `email` package: header
 folding and RFC 2047 encoded-words, address quoting, RFC 2231 file names, quoted-printable
-and base64, multipart assembly. This module only makes the decisions s-nail makes and
-validates what it is given. Formats: RFC 5322 (message, header order of s-nail), RFC 2045
-and 2046 (MIME, transfer encodings, text/plain), RFC 2047 (non-ASCII header text), RFC 2183
-and 2231 (Content-Disposition and its file name), RFC 5321 section 4.5.3.1 (length
-limits), RFC 1428 (`unknown-8bit`), RFC 4155 (mbox `From ` lines), RFC 3490 (IDNA).
+and base64, multipart assembly; only `render` writes the multipart boundary lines itself,
+byte for byte as the package would, to stream big attachments (below). This module
+otherwise only makes the decisions s-nail makes and validates what it is given.
+Formats: RFC 5322 (message, header order of s-nail), RFC 2045 and 2046 (MIME, transfer
+encodings, text/plain), RFC 2047 (non-ASCII header text), RFC 2183 and 2231
+(Content-Disposition and its file name), RFC 5321 section 4.5.3.1 (length limits),
+RFC 1428 (`unknown-8bit`), RFC 4155 (mbox `From ` lines), RFC 3490 (IDNA).
 
 Decisions, where s-nail leaves room or where we differ from it:
 
@@ -43,7 +45,6 @@ Decisions, where s-nail leaves room or where we differ from it:
   exception: only its path is kept, and its base64 is made from the file when the
   message is written, a block at a time by `render` (which `mail` uses to deliver),
   whole for anything else that reads the part; the output is the same byte for byte.
-  `render` writes the multipart framing itself for that (see docs/architecture.md).
   `message/*` and `multipart/*` guesses become `application/octet-stream`, since RFC 2046
   section 5 forbids base64 for them. Sub-parts carry no MIME-Version.
 * Non-ASCII domains are written as IDNA A-labels; a non-ASCII local part would need
