@@ -2,11 +2,13 @@
 
 Everything on the wire is made by the standard library's `email` package: header
 folding and RFC 2047 encoded-words, address quoting, RFC 2231 file names, quoted-printable
-and base64, multipart assembly. This module only makes the decisions s-nail makes and
-validates what it is given. Formats: RFC 5322 (message, header order of s-nail), RFC 2045
-and 2046 (MIME, transfer encodings, text/plain), RFC 2047 (non-ASCII header text), RFC 2183
-and 2231 (Content-Disposition and its file name), RFC 5321 section 4.5.3.1 (length
-limits), RFC 1428 (`unknown-8bit`), RFC 4155 (mbox `From ` lines), RFC 3490 (IDNA).
+and base64, multipart assembly; only `render` writes the multipart boundary lines itself,
+byte for byte as the package would, to stream big attachments (below). This module
+otherwise only makes the decisions s-nail makes and validates what it is given.
+Formats: RFC 5322 (message, header order of s-nail), RFC 2045 and 2046 (MIME, transfer
+encodings, text/plain), RFC 2047 (non-ASCII header text), RFC 2183 and 2231
+(Content-Disposition and its file name), RFC 5321 section 4.5.3.1 (length limits),
+RFC 1428 (`unknown-8bit`), RFC 4155 (mbox `From ` lines), RFC 3490 (IDNA).
 
 Decisions, where s-nail leaves room or where we differ from it:
 
@@ -43,10 +45,10 @@ Decisions, where s-nail leaves room or where we differ from it:
   them (ASCII, no lone CR, no control, short lines, no `From ` line; only the line ends
   become CRLF, the canonical form), otherwise base64; everything else base64. An unknown
   type is `text/plain` when the file is UTF-8 text, else `application/octet-stream`.
-  A big binary attachment (over `STREAM_AT`) is the exception: the file is
-  opened once and its base64 made from it when the message is written, a piece at a
-  time by `render` (which `mail` uses to deliver), whole for anything else that reads
-  the part; the output is the same byte for byte.
+  A big binary attachment (over `STREAM_AT`, of a type known from its name) is the
+  exception: only its path is kept, and its base64 is made from the file when the
+  message is written, a block at a time by `render` (which `mail` uses to deliver),
+  whole for anything else that reads the part; the output is the same byte for byte.
   `message/*` and `multipart/*` guesses become `application/octet-stream`, since RFC 2046
   section 5 forbids base64 for them. Sub-parts carry no MIME-Version.
 * Non-ASCII domains are written as IDNA A-labels; a non-ASCII local part would need
@@ -75,7 +77,7 @@ from datetime import datetime
 from email.errors import InvalidHeaderDefect, MessageError, NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from relay import ConfigError, DataError, NoInputError, __version__
 
@@ -148,10 +150,12 @@ _COMPRESSED_TYPES = {
 }
 _CHUNK = 1 << 20
 #: Binary attachments larger than this are encoded from the file as the message is
-#: written (`_FilePart`), never held whole.
+#: written (`_FilePart`, `render`), never held whole.
 STREAM_AT = 1 << 20
 #: Octets per base64 line at POLICY's length (72 characters), as the email package cuts.
 _B64_LINE = (POLICY.max_line_length or 78) // 4 * 3
+#: Octets read from a big attachment at a time: whole base64 lines, about 54 KiB.
+_B64_BLOCK = _B64_LINE * 1024
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ def build(draft: Draft, *, now: datetime | None = None, login: str | None = None
     if _has_control(user_agent):
         raise DataError("User-Agent contains a control character: refused")
 
-    msg = EmailMessage(policy=POLICY)
+    msg = _Rendered(policy=POLICY)
     msg["Date"] = email.utils.format_datetime(_local_time(now))
     if from_addr is not None:
         msg["From"] = from_addr
@@ -613,120 +617,234 @@ def _check_header_lines(msg: EmailMessage) -> None:
                 )
 
 
-def _streamed_attachment(path: str) -> EmailMessage | None:
-    """A big binary attachment as a `_FilePart`, or None for the ordinary way."""
+def _streamed_attachment(path: str) -> _FilePart | None:
+    """A big binary attachment as a `_FilePart`, or None for the ordinary way.
+
+    The file is opened here only to learn what it is (and that it can be read); it is
+    closed again at once and reopened by whatever writes the message.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
     except OSError:
         return None  # the ordinary way reports it
-    try:
-        info = os.fstat(fd)
-        mime, encoding = mimetypes.guess_type(os.path.basename(path))
-        if encoding is not None:
-            mime = _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
-        if not stat.S_ISREG(info.st_mode) or info.st_size <= STREAM_AT or mime is None:
-            os.close(fd)
-            return None
-        maintype, _, subtype = mime.partition("/")
-        if maintype in ("text", "message", "multipart") or not subtype:
-            os.close(fd)
-            return None
-    except OSError:
-        os.close(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size <= STREAM_AT:
         return None
-    part = _FilePart(fd, info.st_size)
+    mime, encoding = mimetypes.guess_type(os.path.basename(path))
+    if encoding is not None:
+        mime = _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
+    if mime is None:
+        return None  # text or binary is decided from the content: the ordinary way
+    maintype, _, subtype = mime.partition("/")
+    if maintype in ("text", "message", "multipart") or not subtype:
+        return None
+    part = _FilePart(path, info)
+    # The headers exactly as `set_content` writes them for the bytes themselves; the
+    # (empty) payload is never written: `render` encodes the file in its place.
     part.set_content(b"", maintype, subtype, cte="base64", filename=_attachment_name(path))
-    part.attach_file()
     return part
 
 
-class _FilePart(EmailMessage):
-    """An attachment whose base64 payload is made from an open file when it is read.
+class _Rendered(EmailMessage):
+    """A message that writes itself with `render` when it holds a `_FilePart`.
 
-    Whatever reads `_payload` (the email package's generator, `get_payload`) gets the
-    whole base64 text, as for any part; only `render` sees a one-line token in its place
-    and writes the encoded file there a piece at a time.
+    `bytes(msg)`, `as_bytes` and `as_string` (dead.letter, `record`, a `sendmail` program
+    as mta, the dry run) so produce the whole message, the big attachments encoded from
+    their files, without depending on how the email package's generator reads a payload.
     """
 
-    #: Set by `render` while it generates.
-    streaming: ClassVar[bool] = False
+    def as_bytes(self, unixfrom: bool = False, policy: email.policy.Policy | None = None) -> bytes:
+        if unixfrom or not has_streamed_parts(self):
+            return super().as_bytes(unixfrom, policy)
+        from io import BytesIO
 
-    def __init__(self, fd: int, size: int) -> None:
-        self._source: tuple[int, int] | None = None
+        buffer = BytesIO()
+        render(self, buffer, policy)
+        return buffer.getvalue()
+
+    def as_string(
+        self,
+        unixfrom: bool = False,
+        maxheaderlen: int | None = None,
+        policy: email.policy.Policy | None = None,
+    ) -> str:
+        if unixfrom or not has_streamed_parts(self):
+            return super().as_string(unixfrom, maxheaderlen, policy)
+        policy = policy or self.policy
+        if maxheaderlen is not None:
+            policy = policy.clone(max_line_length=maxheaderlen)
+        return self.as_bytes(policy=policy).decode("utf-8", "surrogateescape")
+
+
+class _FilePart(_Rendered):
+    """An attachment sent as base64 that is read from its file only when it is written.
+
+    `build` keeps the path and what the file was (device, inode, size); `render`
+    reopens it and writes its base64 a block at a time, closing it before it returns.
+    Readers of the part get what they would get from an ordinary part: `get_payload()`
+    the base64 text and `get_payload(decode=True)` the bytes, read whole from the file.
+    """
+
+    def __init__(self, path: str, info: os.stat_result) -> None:
         super().__init__(policy=POLICY)
-        self._fd, self._size = fd, size
-        self.token = f"MAILX-RELAY-ATTACHMENT-{fd}-{id(self):x}\n"
+        self.path = path
+        self.size = info.st_size
+        self._identity = (info.st_dev, info.st_ino)
 
-    def attach_file(self) -> None:
-        self._source = (self._fd, self._size)
+    def get_payload(self, i: int | None = None, decode: bool = False) -> Any:
+        if i is not None:
+            raise TypeError("Expected list, got <class 'str'>")  # what any leaf part says
+        if decode:
+            with self._open() as handle:
+                return b"".join(self._blocks(handle))
+        from io import BytesIO
 
-    def is_multipart(self) -> bool:
-        return False  # without reading the payload, which `walk` would otherwise make
+        text = BytesIO()
+        self.write_base64(text, b"\n")  # the email package keeps payloads with LF
+        return text.getvalue().decode("ascii")
 
-    @property
-    def _payload(self) -> Any:
-        if self._source is None:
-            return self.__dict__.get("_stored")
-        if _FilePart.streaming:
-            return self.token
-        return "".join(chunk.decode("ascii") for chunk in self.base64(b"\n"))
-
-    @_payload.setter
-    def _payload(self, value: Any) -> None:
-        self.__dict__["_stored"] = value
-
-    def base64(self, linesep: bytes) -> Iterator[bytes]:
-        """The file as base64 lines of POLICY's length, each ended by `linesep`."""
-        assert self._source is not None
-        fd, size = self._source
-        block = _B64_LINE * 4096
-        offset = 0
+    def write_base64(self, out: Writer, linesep: bytes) -> None:
+        """The file as base64 lines of POLICY's length, as `set_content` would cut them,
+        each ended by `linesep`."""
         width = _B64_LINE // 3 * 4
-        while offset < size:
-            data = os.pread(fd, min(block, size - offset), offset)
+        with self._open() as handle:
+            for data in self._blocks(handle):
+                text = memoryview(binascii.b2a_base64(data, newline=False))
+                lines = bytearray()  # one write per block; no list of line objects
+                for start in range(0, len(text), width):
+                    lines += text[start : start + width]
+                    lines += linesep
+                out.write(bytes(lines))
+
+    def _open(self) -> BinaryIO:
+        """The attachment, checked to be the file `build` saw (the caller closes it)."""
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 (returned to a with block)
+        except OSError as err:
+            raise self._unreadable(err.strerror or str(err)) from err
+        try:
+            info = os.fstat(handle.fileno())
+            if (info.st_dev, info.st_ino) != self._identity:
+                raise self._unreadable("the file was replaced after mail first read it")
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def _blocks(self, handle: BinaryIO) -> Iterator[bytes]:
+        """`size` octets of `handle`, in blocks of whole base64 lines (the last one short)."""
+        left = self.size
+        while left:
+            try:
+                # A buffered read returns the whole block unless the file ends first, so
+                # every block but the last makes whole lines.
+                data = handle.read(min(_B64_BLOCK, left))
+            except OSError as err:
+                raise self._unreadable(err.strerror or str(err)) from err
             if not data:
-                raise NoInputError("attachment shrank while it was being sent")
-            offset += len(data)
-            text = binascii.b2a_base64(data, newline=False)
-            yield linesep.join(text[i : i + width] for i in range(0, len(text), width)) + linesep
+                raise self._unreadable("the file shrank after mail first read it")
+            left -= len(data)
+            yield data
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> _FilePart:
-        import copy
-
-        clone = _FilePart.__new__(_FilePart)
-        for key, value in self.__dict__.items():
-            clone.__dict__[key] = copy.deepcopy(value, memo)
-        return clone
+    def _unreadable(self, why: str) -> NoInputError:
+        return NoInputError(
+            f"cannot read attachment: {why}", path=self.path, hint="check the -a path"
+        )
 
 
 def render(msg: EmailMessage, out: Writer, policy: email.policy.Policy | None = None) -> None:
-    """Write `msg` as `msg.as_bytes(policy=policy)` would, to `out`, encoding each big
-    attachment from its file in pieces (see `_FilePart`) instead of holding it."""
-    from email.generator import BytesGenerator
-    from io import BytesIO
+    """Write `msg` to `out` as `msg.as_bytes(policy=policy)` writes it, byte for byte.
 
-    policy = policy or msg.policy
-    parts = {p.token.encode("ascii"): p for p in msg.walk() if isinstance(p, _FilePart)}
-    buffer = BytesIO()
-    _FilePart.streaming = True
-    try:
-        BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(msg)
-    finally:
-        _FilePart.streaming = False
-    data = buffer.getvalue()
-    linesep = policy.linesep.encode("ascii")
-    position = 0
-    for token, part in parts.items():
-        marker = token[:-1] + linesep
-        found = data.find(marker, position)
-        if found < 0:
-            continue
-        out.write(data[position:found])
-        for chunk in part.base64(linesep):
-            out.write(chunk)
-        position = found + len(marker)
-    out.write(data[position:])
+    The multipart framing (RFC 2046 section 5.1) is written here, each part in memory by
+    the email package, except a big attachment (`_FilePart`): its headers come from the
+    email package, its base64 from the file, a block at a time, so memory stays small
+    whatever its size. Line ends are `policy.linesep` (default: the message's policy).
+
+    Raises NoInputError when a big attachment cannot be read again or has changed.
+    """
+    _render(msg, out, policy or msg.policy)
 
 
 def has_streamed_parts(msg: EmailMessage) -> bool:
+    """Whether `msg` holds an attachment that `render` encodes from its file."""
     return any(isinstance(part, _FilePart) for part in msg.walk())
+
+
+def _render(msg: EmailMessage, out: Writer, policy: email.policy.Policy) -> None:
+    from email.generator import BytesGenerator
+    from io import BytesIO
+
+    linesep = policy.linesep.encode("ascii")
+    if isinstance(msg, _FilePart):
+        out.write(_headers(msg, policy))
+        msg.write_base64(out, linesep)
+        return
+    payload = msg.get_payload()
+    subparts = [p for p in payload if isinstance(p, EmailMessage)] if msg.is_multipart() else []
+    if (
+        msg.get_content_maintype() != "multipart"
+        or not isinstance(payload, list)
+        or len(subparts) != len(payload)
+    ):
+        BytesGenerator(out, mangle_from_=False, policy=policy).flatten(msg)
+        return
+    # Each part as the generator writes it: in memory, or (holding a file) only its
+    # headers yet; its body is written when its turn comes.
+    pieces: list[tuple[bytes, EmailMessage | None]] = []
+    for part in subparts:
+        if isinstance(part, _FilePart):
+            pieces.append((_headers(part, policy), part))
+        elif has_streamed_parts(part):
+            pieces.append((b"", part))  # a multipart holding one: framed the same way
+        else:
+            buffer = BytesIO()
+            BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(part)
+            pieces.append((buffer.getvalue(), None))
+    boundary = msg.get_boundary()
+    if boundary is None:
+        boundary = _boundary([text for text, _ in pieces])
+        msg.set_boundary(boundary)  # as the generator does: the next rendering reuses it
+    delimiter = b"--" + boundary.encode("ascii")
+    out.write(_headers(msg, policy))
+    if msg.preamble is not None:
+        out.write(_lines(msg.preamble, linesep) + linesep)
+    out.write(delimiter + linesep)
+    for index, (text, streamed) in enumerate(pieces):
+        if index:
+            out.write(linesep + delimiter + linesep)
+        out.write(text)
+        if isinstance(streamed, _FilePart):
+            streamed.write_base64(out, linesep)
+        elif streamed is not None:
+            _render(streamed, out, policy)
+    out.write(linesep + delimiter + b"--" + linesep)
+    if msg.epilogue is not None:
+        out.write(_lines(msg.epilogue, linesep))
+
+
+def _headers(msg: EmailMessage, policy: email.policy.Policy) -> bytes:
+    """The header block of `msg` and the empty line after it, as the generator folds it."""
+    folded = [policy.fold_binary(name, value) for name, value in msg.items()]
+    folded.append(policy.linesep.encode("ascii"))
+    return b"".join(folded)
+
+
+def _lines(text: str, linesep: bytes) -> bytes:
+    """A preamble or epilogue with its line ends made `linesep`, as the generator does."""
+    return linesep.join(re.split(rb"\r\n|\r|\n", text.encode("ascii", "surrogateescape")))
+
+
+def _boundary(texts: Sequence[bytes]) -> str:
+    """A random boundary that no part held in memory contains.
+
+    The parts encoded from a file are not searched: they are base64, whose alphabet
+    (A-Z, a-z, 0-9, "+", "/", "=") has neither "-" nor "_", so no line of theirs can
+    start with the delimiter "--=_". Quoted-printable cannot hold "=_" either ("=" is
+    always followed by two hex digits or the line end), but 7bit text can hold anything,
+    hence the search of what is in memory (the headers of every part included).
+    """
+    while True:
+        boundary = "=_" + os.urandom(12).hex()
+        delimiter = b"--" + boundary.encode("ascii")
+        if not any(delimiter in text for text in texts):
+            return boundary

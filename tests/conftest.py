@@ -83,6 +83,19 @@ def mailhub() -> Iterator[MailHubFactory]:
 
 
 @pytest.fixture
+def tls_hub(mailhub: MailHubFactory, server_cert: trustme.LeafCert) -> MailHubFactory:
+    """Factory: `tls_hub(**MailHub options)` returns a started hub speaking STARTTLS
+    (`tls="implicit"` for implicit TLS) with `server_cert`, which a client trusts through
+    `ca_file` (relay config: TLS_CA_File=ca_file)."""
+
+    def start(**options: Any) -> MailHub:
+        options.setdefault("tls", "starttls")
+        return mailhub(cert=server_cert, **options)
+
+    return start
+
+
+@pytest.fixture
 def raw_recorder() -> Iterator[RawRecorderFactory]:
     """Factory: `raw_recorder(capabilities=[...])` returns a started RawRecorder."""
     with contextlib.ExitStack() as stack:

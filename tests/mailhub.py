@@ -18,6 +18,7 @@ import email.policy
 import functools
 import hmac
 import logging
+import mailbox
 import secrets
 import socket
 import socketserver
@@ -26,6 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
@@ -97,6 +99,23 @@ def closed_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             if probe.connect_ex((LOOPBACK, port)) != 0:
                 return port
+
+
+def read_mbox(path: Path) -> list[mailbox.mboxMessage]:
+    """The messages of the mbox at `path`, oldest first; [] when there is no such file."""
+    if not path.exists():
+        return []
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        return list(box)
+    finally:
+        box.close()
+
+
+def dead_letters(home: Path) -> list[mailbox.mboxMessage]:
+    """What was kept in `home`/dead.letter instead of being delivered (the tests' $HOME
+    and dead.letter directory is their tmp_path)."""
+    return read_mbox(home / "dead.letter")
 
 
 def _reply(reply: Reply) -> str:

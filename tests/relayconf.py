@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from relay.config import Config
+from relay.envelope import Identity
+from relay.submission import Result, submit
 from tests.mailhub import MailHub
 
 PASSWORD = "s3cret #=pass word"
+#: The invoking user of `send`.
+ME = Identity("bob", 1000, "Bob Builder")
+MESSAGE = b"To: Alice <alice@example.com>\nBcc: hidden@example.net\nSubject: hello\n\nbody\n"
 
 
 def write_config(directory: Path, hub: MailHub | None = None, *lines: str, **keys: object) -> Path:
@@ -36,3 +44,25 @@ def write_config(directory: Path, hub: MailHub | None = None, *lines: str, **key
     path.write_text(text)
     path.chmod(0o600)
     return path
+
+
+def send(
+    tmp_path: Path,
+    config: Config,
+    *,
+    message: bytes = MESSAGE,
+    recipients: Sequence[str] = ("alice@example.com",),
+    **options: Any,
+) -> Result:
+    """`relay.submit` as `sendmail` calls it for bob; dead.letter is in `tmp_path`.
+
+    `options` are submit's (password, verbose, envelope_from, ...).
+    """
+    return submit(
+        message,
+        config=config,
+        recipients=recipients,
+        identity=ME,
+        dead_letter=str(tmp_path / "dead.letter"),
+        **options,
+    )

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import collections
 import json
-import mailbox
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.tools import assert_one_clean_line, command, run
-from tests.mailhub import MailHub, MailHubFactory, closed_port
+from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
 from tests.relayconf import write_config
 
 
@@ -48,14 +47,6 @@ def listing(tmp_path: Path, conf: Path) -> dict[str, Any]:
 
 def received(hub: MailHub) -> collections.Counter[str]:
     return collections.Counter(str(m.message()["Message-ID"]) for m in hub.messages)
-
-
-def dead_letters(home: Path) -> list[mailbox.mboxMessage]:
-    box = mailbox.mbox(str(home / "dead.letter"), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 def test_hub_down_then_up(tmp_path: Path, mailhub: MailHubFactory) -> None:

@@ -50,15 +50,12 @@ def everything_written(tmp_path: Path, outputs: list[bytes]) -> bytes:
 @pytest.mark.parametrize("method", ["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"])
 def test_no_secret_anywhere_after_verbose_runs(
     tmp_path: Path,
-    mailhub: MailHubFactory,
-    server_cert: trustme.LeafCert,
+    tls_hub: MailHubFactory,
     ca_file: Path,
     method: str,
 ) -> None:
     secret = TOKEN if method == "XOAUTH2" else SECRET
-    hub = mailhub(
-        tls="starttls",
-        cert=server_cert,
+    hub = tls_hub(
         auth=True,
         mechanisms=[method],
         users={USER: secret},
@@ -218,9 +215,9 @@ def test_ap_warns_that_argv_is_visible(tmp_path: Path, mailhub: MailHubFactory) 
 
 
 def test_serverinfo_prints_fields_and_sends_nothing(
-    tmp_path: Path, mailhub: MailHubFactory, server_cert: trustme.LeafCert, ca_file: Path
+    tmp_path: Path, tls_hub: MailHubFactory, ca_file: Path
 ) -> None:
-    hub = mailhub(tls="implicit", cert=server_cert, auth=True)
+    hub = tls_hub(tls="implicit", auth=True)
     conf = write_config(tmp_path, hub, TLS_CA_File=ca_file)
     done = run("sendmail", ["--serverinfo"], home=tmp_path, env={"RELAY_CONFIG": str(conf)})
     assert done.returncode == 0, done.stderr

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import mailbox
 import os
 import pwd
 from pathlib import Path
 
-import trustme
-
 from tests.e2e.tools import assert_one_clean_line, run
-from tests.mailhub import MailHubFactory, closed_port
+from tests.mailhub import MailHubFactory, closed_port, dead_letters
 from tests.relayconf import PASSWORD, write_config
 
 CRON_MAIL = (
     b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@box> backup\n"
     b"Bcc: auditor@example.net\n\nbackup done\n.\nstill body\n"
 )
-
-
-def dead_letters(home: Path) -> list[mailbox.mboxMessage]:
-    box = mailbox.mbox(str(home / "dead.letter"), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 def test_cron_style_t_oi_delivers_to_root_address(tmp_path: Path, mailhub: MailHubFactory) -> None:
@@ -144,9 +133,9 @@ def test_bv_explains_each_recipient_and_sends_nothing(
 
 
 def test_verbose_auth_never_shows_the_password(
-    tmp_path: Path, mailhub: MailHubFactory, server_cert: trustme.LeafCert, ca_file: Path
+    tmp_path: Path, tls_hub: MailHubFactory, ca_file: Path
 ) -> None:
-    hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+    hub = tls_hub(auth=True)
     conf = write_config(
         tmp_path, hub, AuthUser="alice", AuthPass=f'"{PASSWORD}"', TLS_CA_File=ca_file
     )

@@ -19,6 +19,18 @@ def command(name: str) -> str:
     return str(path)
 
 
+#: Runs argv[2:], then writes the peak RSS of that child (KiB, from getrusage) to argv[1].
+#: A small process of its own: a child forked from pytest would count pytest's memory as
+#: its own peak until its exec.
+_RSS_WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as report:
+    report.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run(
     name: str,
     args: Sequence[str],
@@ -29,6 +41,39 @@ def run(
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `name args` with HOME=home and a clean, predictable environment."""
+    return subprocess.run(
+        [command(name), *args],
+        input=stdin,
+        capture_output=True,
+        env=_environment(home, env),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_measured(
+    name: str,
+    args: Sequence[str],
+    *,
+    home: Path,
+    stdin: bytes = b"",
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> tuple[subprocess.CompletedProcess[bytes], int]:
+    """`run`, and the command's peak resident memory (max RSS) in KiB."""
+    report = home / ".peak-rss"
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _RSS_WRAPPER, str(report), command(name), *args],
+        input=stdin,
+        capture_output=True,
+        env=_environment(home, env),
+        timeout=timeout,
+        check=False,
+    )
+    return done, int(report.read_text())
+
+
+def _environment(home: Path, env: Mapping[str, str] | None) -> dict[str, str]:
     environ = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -37,14 +82,7 @@ def run(
         "MAILX_NO_SYSTEM_RC": "1",
     }
     environ.update(env or {})
-    return subprocess.run(
-        [command(name), *args],
-        input=stdin,
-        capture_output=True,
-        env=environ,
-        timeout=timeout,
-        check=False,
-    )
+    return environ
 
 
 def assert_one_clean_line(stderr: bytes) -> str:

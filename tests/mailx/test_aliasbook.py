@@ -716,6 +716,16 @@ def test_concurrent_threads_all_land(tmp_path: Path) -> None:
     assert set(book_of(path.read_text()).table()) == {f"u{n}" for n in range(20)}
 
 
+def flock_waiter_on(inode: int) -> bool:
+    """Whether a flock request on `inode` is blocked, waiting for another's lock."""
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            if "->" in fields and "FLOCK" in fields and fields[-3].endswith(f":{inode}"):
+                return True
+    return False
+
+
 def test_a_writer_that_waited_on_a_replaced_file_starts_again(tmp_path: Path) -> None:
     """The lock is on the inode; after someone renames a new file in, the waiting writer
     must notice and lock the new file, or it would overwrite the other change."""
@@ -731,7 +741,13 @@ def test_a_writer_that_waited_on_a_replaced_file_starts_again(tmp_path: Path) ->
 
     thread = threading.Thread(target=waiting_writer)
     thread.start()
-    time.sleep(0.2)
+    # Replace the file only once the writer waits for our lock on the old inode: the
+    # kernel lists that request as a blocked one ("->") in /proc/locks.
+    inode = os.fstat(holder).st_ino
+    deadline = time.monotonic() + 10
+    while not flock_waiter_on(inode):
+        assert time.monotonic() < deadline, "the writer never waited for the lock"
+        time.sleep(0.005)
     assert not done.is_set()  # blocked on our lock
     replacement = tmp_path / "replacement"
     replacement.write_text("alias a x@e.org\nalias other o@e.org\n")

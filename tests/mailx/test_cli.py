@@ -273,7 +273,9 @@ def test_t_without_any_recipient_is_a_usage_error(mail: Mail, mailhub: MailHubFa
     mail.configure(hub)
     assert mail("-t", body=b"Subject: s\n\nbody\n") == os.EX_USAGE
     assert "-t: no To, Cc or Bcc" in mail.line()
-    assert mail.written() == set()
+    assert mail.written() == {"dead.letter"}  # a piped body is kept, whatever refused it
+    (kept,) = mail.kept()
+    assert b"body" in kept.as_bytes()
 
 
 def test_v_shows_the_dialogue_on_the_environment_stderr(
@@ -410,7 +412,13 @@ def test_dangerous_arguments_are_65_before_the_body_is_read(
     assert mail("-s", "x", *args) == os.EX_DATAERR
     assert words in mail.line()
     assert hub.connections == 0
-    assert mail.written() == set()  # refused before the body was read: nothing to keep
+    # A piped body is read before anything is refused, so that it is kept (cron's
+    # report is not lost); on a terminal it is refused before anything is typed.
+    assert "message kept in" in mail.line()
+    (kept,) = mail.kept()
+    assert kept.get_payload() == "body\n"
+    assert mail("-s", "x", *args, tty=True) == os.EX_DATAERR
+    assert len(mail.kept()) == 1
 
 
 def test_alias_loop_is_65_and_the_draft_kept(mail: Mail, mailhub: MailHubFactory) -> None:

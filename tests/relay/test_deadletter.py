@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mailbox
 import os
 import pwd
 import stat
@@ -12,6 +11,7 @@ import pytest
 
 from relay.deadletter import default_path, save, save_to_spool, spool_entries
 from relay.errors import CantCreateError
+from tests.mailhub import read_mbox
 
 MESSAGE = b"To: a@x.org\r\nSubject: s\r\n\r\nFrom the top\r\n>From quoted\r\nend\r\n"
 
@@ -21,11 +21,7 @@ def test_whole_message_in_mbox_0600(tmp_path: Path) -> None:
     assert save(MESSAGE, "me@x.org", path) == path
     save(b"Subject: second\n\nbody\n", "me@x.org", path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    box = mailbox.mbox(path, create=False)
-    try:
-        first, second = list(box)
-    finally:
-        box.close()
+    first, second = read_mbox(Path(path))
     assert first["Subject"] == "s" and first["To"] == "a@x.org"
     # mboxrd quoting (RFC 4155): readers that un-quote get the original lines back.
     assert first.get_payload() == ">From the top\n>>From quoted\nend\n"
@@ -104,11 +100,7 @@ def test_root_falls_back_to_the_spool_dead_area(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
     (entry,) = spool_entries(str(spool))
     assert entry.owner == os.getuid() and "missing" in entry.reason
-    box = mailbox.mbox(kept, create=False)
-    try:
-        (message,) = list(box)
-    finally:
-        box.close()
+    (message,) = read_mbox(Path(kept))
     assert message["Subject"] == "s" and message["X-Mailx-Relay-Owner"].startswith("uid=")
     # Without a spool to fall back to (mail's record file, a user), the error stands.
     with pytest.raises(CantCreateError):

@@ -12,17 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from relay import config as config_module
-from relay.envelope import Identity
 from relay.errors import RelayError
-from relay.submission import submit
+from tests import relayconf
 from tests.mailhub import MailHub, MailHubFactory, RawRecorderFactory, closed_port
-from tests.relayconf import PASSWORD, write_config
-
-ME = Identity("bob", 1000, "Bob Builder")
-MESSAGE = b"To: Alice <alice@example.com>\nBcc: hidden@example.net\nSubject: hello\n\nbody\n"
+from tests.relayconf import MESSAGE, PASSWORD, write_config
 
 
 def send(
@@ -39,14 +34,13 @@ def send(
     # (fallback, always) is tested in test_queue.py and test_flush.py.
     keys.setdefault("Queue", "no")
     config = config_module.load(str(write_config(tmp_path, hub, *lines, **keys)))
-    return submit(
-        message,
-        config=config,
+    return relayconf.send(
+        tmp_path,
+        config,
+        message=message,
         recipients=recipients,
-        identity=ME,
         password=password,
         verbose=verbose,
-        dead_letter=str(tmp_path / "dead.letter"),
     )
 
 
@@ -141,11 +135,10 @@ class TestTLS:
     def test_starttls_verifies_and_says_ehlo_again(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert)
+        hub = tls_hub()
         send(tmp_path, hub, TLS_CA_File=ca_file)
         (received,) = hub.wait_for(1)
         assert received.tls
@@ -155,24 +148,20 @@ class TestTLS:
     def test_implicit_tls(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="implicit", cert=server_cert)
+        hub = tls_hub(tls="implicit")
         send(tmp_path, hub, TLS_CA_File=ca_file)
         assert hub.wait_for(1)[0].tls
 
     def test_starttls_not_offered_is_never_downgraded(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(
-            tls="starttls",
-            cert=server_cert,
+        hub = tls_hub(
             offer_starttls=False,
             auth=True,
             auth_require_tls=False,
@@ -207,10 +196,10 @@ class TestTLS:
         assert no_transaction(hub)
 
     def test_default_trust_store_rejects_a_private_ca(
-        self, tmp_path: Path, mailhub: MailHubFactory, server_cert: trustme.LeafCert
+        self, tmp_path: Path, tls_hub: MailHubFactory
     ) -> None:
         # msmtp 1.8.3's hole was in the default configuration: test without TLS_CA_File.
-        hub = mailhub(tls="implicit", cert=server_cert)
+        hub = tls_hub(tls="implicit")
         err = fail(tmp_path, hub)
         assert err.exit_code == os.EX_UNAVAILABLE
         assert hub.messages == []
@@ -221,12 +210,11 @@ class TestAuth:
     def test_each_method_logs_in_and_the_transcript_hides_the_secret(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
         method: str,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+        hub = tls_hub(auth=True)
         transcript = io.StringIO()
         send(
             tmp_path,
@@ -247,22 +235,20 @@ class TestAuth:
     def test_strongest_common_method_is_chosen(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True, mechanisms=["LOGIN", "PLAIN"])
+        hub = tls_hub(auth=True, mechanisms=["LOGIN", "PLAIN"])
         send(tmp_path, hub, TLS_CA_File=ca_file, AuthUser="alice", password=PASSWORD)
         assert hub.auth_attempts[0].mechanism == "PLAIN"
 
     def test_wrong_password_is_noperm(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+        hub = tls_hub(auth=True)
         err = fail(tmp_path, hub, TLS_CA_File=ca_file, AuthUser="alice", password="wrong")
         assert err.exit_code == os.EX_NOPERM
         assert "rejected the login" in str(err)

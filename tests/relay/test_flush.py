@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import mailbox
 import os
 import threading
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from freezegun import freeze_time
 
 from relay import config as config_module
@@ -29,7 +27,7 @@ from relay.errors import NoPermError
 from relay.flush import FlushReport, flush, pending
 from relay.queue import Entry, Locked, Queue
 from relay.submission import submit
-from tests.mailhub import MailHub, MailHubFactory, closed_port
+from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
 from tests.relayconf import PASSWORD, write_config
 
 ME = Identity("bob", 1000, "Bob Builder")
@@ -65,17 +63,6 @@ def received_ids(hub: MailHub) -> list[str]:
     return [str(m.message()["Message-ID"]) for m in hub.messages]
 
 
-def dead_letters(tmp_path: Path) -> list[mailbox.mboxMessage]:
-    path = tmp_path / "dead.letter"
-    if not path.exists():
-        return []
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
-
-
 def verbs(hub: MailHub) -> collections.Counter[str]:
     return collections.Counter(command.split()[0] for command in hub.commands)
 
@@ -88,12 +75,11 @@ class TestOneSession:
     def test_many_messages_one_handshake_one_login(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
         ids = enqueue(tmp_path, 6)
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+        hub = tls_hub(auth=True)
         config = configure(
             tmp_path, hub, AuthUser="alice", AuthPass=f'"{PASSWORD}"', TLS_CA_File=ca_file
         )
@@ -172,12 +158,11 @@ class TestTemporaryFailures:
     def test_starttls_refused_for_now_stops_without_charging(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
         enqueue(tmp_path, 2)
-        hub = mailhub(tls="starttls", cert=server_cert, faults={"STARTTLS": (454, "4.7.0 later")})
+        hub = tls_hub(faults={"STARTTLS": (454, "4.7.0 later")})
         config = configure(tmp_path, hub, TLS_CA_File=ca_file)
         report = flush(config)
         assert report.stopped is not None and "454 4.7.0 later" in str(report.stopped)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import mailbox
 import os
 import re
 import subprocess
@@ -24,7 +23,7 @@ from relay.errors import UsageError
 from relay.mailq import ago, delete, main, parse_args, run_flush, show
 from relay.queue import Queue
 from relay.submission import submit
-from tests.mailhub import MailHub, MailHubFactory, closed_port
+from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
 from tests.relayconf import write_config
 
 ME = Identity("bob", 1000, "Bob Builder")
@@ -279,11 +278,7 @@ class TestDelete:
         out, err = io.StringIO(), io.StringIO()
         assert delete(load(conf), [first[:25]], out=out, err=err) == 0  # a unique prefix
         assert out.getvalue() == f"mailq: {first}: moved to {tmp_path / 'dead.letter'}\n"
-        box = mailbox.mbox(str(tmp_path / "dead.letter"), create=False)
-        try:
-            (kept,) = list(box)
-        finally:
-            box.close()
+        (kept,) = dead_letters(tmp_path)
         assert kept["Subject"] == "n0"
         assert "mailq --delete" in kept["X-Mailx-Relay-Failed"]
         assert sorted(p.name for p in (tmp_path / "queue" / "new").iterdir()) == [second]

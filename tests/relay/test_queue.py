@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import json
-import mailbox
 import os
 import signal
 import subprocess
@@ -25,7 +24,6 @@ from freezegun import freeze_time
 
 from relay import config as config_module
 from relay.config import Config
-from relay.envelope import Identity
 from relay.errors import CantCreateError, IOFailure, RelayError, TempFailError
 from relay.queue import (
     SYSTEM_QUEUE_DIR,
@@ -36,12 +34,8 @@ from relay.queue import (
     new_id,
     queue_dir,
 )
-from relay.submission import submit
-from tests.mailhub import MailHub, MailHubFactory, closed_port
-from tests.relayconf import PASSWORD, write_config
-
-ME = Identity("bob", 1000, "Bob Builder")
-MESSAGE = b"To: Alice <alice@example.com>\nBcc: hidden@example.net\nSubject: hello\n\nbody\n"
+from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
+from tests.relayconf import PASSWORD, send, write_config
 
 
 @pytest.fixture
@@ -412,34 +406,12 @@ def policy_config(tmp_path: Path, hub: MailHub | None, **keys: Any) -> Config:
     return config_module.load(str(write_config(tmp_path, hub, **keys)))
 
 
-def send(tmp_path: Path, config: Config, **kw: Any) -> Any:
-    kw.setdefault("recipients", ("alice@example.com",))
-    return submit(
-        kw.pop("message", MESSAGE),
-        config=config,
-        identity=ME,
-        dead_letter=str(tmp_path / "dead.letter"),
-        **kw,
-    )
-
-
 def entries(tmp_path: Path) -> list[Any]:
     path = tmp_path / "queue"
     if not path.exists():
         return []
     with Queue.open(str(path), create=False) as queue:
         return queue.scan().entries
-
-
-def dead_letters(tmp_path: Path) -> list[mailbox.mboxMessage]:
-    path = tmp_path / "dead.letter"
-    if not path.exists():
-        return []
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 class TestSubmitPolicy:

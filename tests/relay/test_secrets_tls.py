@@ -14,16 +14,13 @@ import pytest
 import trustme
 
 from relay import config as config_module
-from relay.envelope import Identity
 from relay.errors import RelayError
 from relay.log import Attempt, format_attempt, record
 from relay.serverinfo import describe
 from relay.smtp import fingerprint
-from relay.submission import submit
 from tests.mailhub import MailHubFactory
-from tests.relayconf import write_config
+from tests.relayconf import send, write_config
 
-ME = Identity("bob", 1000, "Bob Builder")
 TOKEN = "ya29.token-with/odd+chars=="
 
 
@@ -36,40 +33,29 @@ def load(path: Path) -> config_module.Config:
     return config_module.load(str(path))
 
 
-def send(config: config_module.Config, tmp_path: Path, **kwargs: object) -> object:
-    return submit(
-        b"Subject: s\n\nbody\n",
-        config=config,
-        recipients=["a@example.com"],
-        identity=ME,
-        dead_letter=str(tmp_path / "dead.letter"),
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
 class TestFingerprint:
     def test_matching_pin_replaces_the_chain(
         self, tmp_path: Path, mailhub: MailHubFactory, self_signed_cert: trustme.LeafCert
     ) -> None:
         hub = mailhub(tls="implicit", cert=self_signed_cert)
         pin = cert_fingerprint(self_signed_cert).replace(":", "").lower()
-        send(load(write_config(tmp_path, hub, TLSFingerprint=pin)), tmp_path)
+        send(tmp_path, load(write_config(tmp_path, hub, TLSFingerprint=pin)))
         assert hub.wait_for(1)[0].tls
 
     def test_wrong_pin_is_69_showing_expected_and_got(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
+        tls_hub: MailHubFactory,
         server_cert: trustme.LeafCert,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+        hub = tls_hub(auth=True)
         wrong = "AB:" * 31 + "AB"
         config = load(
             write_config(tmp_path, hub, TLSFingerprint=wrong, TLS_CA_File=ca_file, AuthUser="alice")
         )
         with pytest.raises(RelayError) as caught:
-            send(config, tmp_path, password="s3cret #=pass word")
+            send(tmp_path, config, password="s3cret #=pass word")
         assert caught.value.exit_code == os.EX_UNAVAILABLE
         assert f"expected {wrong}, got {cert_fingerprint(server_cert)}" in str(caught.value)
         assert not any(c.startswith(("AUTH", "MAIL")) for c in hub.commands)
@@ -84,8 +70,7 @@ class TestClientCertAndVerify:
     def test_client_certificate_is_presented(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca: trustme.CA,
         ca_file: Path,
     ) -> None:
@@ -93,7 +78,7 @@ class TestClientCertAndVerify:
         cert_file, key_file = tmp_path / "client.pem", tmp_path / "client.key"
         client.cert_chain_pems[0].write_to_path(cert_file)
         client.private_key_pem.write_to_path(key_file)
-        hub = mailhub(tls="starttls", cert=server_cert, client_ca=ca)
+        hub = tls_hub(client_ca=ca)
         config = load(
             write_config(
                 tmp_path,
@@ -104,21 +89,20 @@ class TestClientCertAndVerify:
                 TLSKey=key_file,
             )
         )
-        send(config, tmp_path)
+        send(tmp_path, config)
         assert hub.wait_for(1)[0].client_cert == "client.example.org"
 
     def test_without_a_client_certificate_the_server_refuses(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca: trustme.CA,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, client_ca=ca)
+        hub = tls_hub(client_ca=ca)
         config = load(write_config(tmp_path, hub, TLS_CA_File=ca_file, Queue="no"))
         with pytest.raises(RelayError):
-            send(config, tmp_path)
+            send(tmp_path, config)
         assert hub.messages == []
 
     def test_tls_verify_no_accepts_but_warns(
@@ -127,7 +111,7 @@ class TestClientCertAndVerify:
         hub = mailhub(tls="implicit", cert=self_signed_cert)
         config = load(write_config(tmp_path, hub, TLSVerify="no"))
         assert any("TLSVerify=no accepts any certificate" in w for w in config.warnings)
-        send(config, tmp_path)
+        send(tmp_path, config)
         assert hub.wait_for(1)[0].tls
 
 
@@ -142,16 +126,13 @@ class TestOAuth:
     def test_token_from_command_logs_in(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
         offered: list[str],
     ) -> None:
         from relay.credentials import resolve
 
-        hub = mailhub(
-            tls="starttls",
-            cert=server_cert,
+        hub = tls_hub(
             auth=True,
             mechanisms=offered,
             users={"alice@gmail.example": TOKEN},
@@ -167,7 +148,7 @@ class TestOAuth:
             )
         )
         transcript = io.StringIO()
-        send(config, tmp_path, password=resolve(config), verbose=transcript)
+        send(tmp_path, config, password=resolve(config), verbose=transcript)
         attempt = hub.auth_attempts[0]
         expected = "OAUTHBEARER" if "OAUTHBEARER" in offered else "XOAUTH2"
         assert (attempt.mechanism, attempt.success) == (expected, True)
@@ -176,13 +157,10 @@ class TestOAuth:
     def test_bad_token_is_77_and_never_shown(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
-        server_cert: trustme.LeafCert,
+        tls_hub: MailHubFactory,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(
-            tls="starttls",
-            cert=server_cert,
+        hub = tls_hub(
             auth=True,
             mechanisms=["XOAUTH2"],
             users={"alice@gmail.example": TOKEN},
@@ -197,7 +175,7 @@ class TestOAuth:
             )
         )
         with pytest.raises(RelayError) as caught:
-            send(config, tmp_path, password="expired-token")
+            send(tmp_path, config, password="expired-token")
         assert caught.value.exit_code == os.EX_NOPERM
         assert "expired-token" not in str(caught.value)
 
@@ -206,11 +184,11 @@ class TestServerInfo:
     def test_fields_of_a_starttls_server(
         self,
         tmp_path: Path,
-        mailhub: MailHubFactory,
+        tls_hub: MailHubFactory,
         server_cert: trustme.LeafCert,
         ca_file: Path,
     ) -> None:
-        hub = mailhub(tls="starttls", cert=server_cert, auth=True)
+        hub = tls_hub(auth=True)
         config = load(write_config(tmp_path, hub, TLS_CA_File=ca_file, AuthUser="alice"))
         lines = describe(config).splitlines()
         assert lines[0] == f"mailhub: {hub.host}:{hub.port}"

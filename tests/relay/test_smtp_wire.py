@@ -391,9 +391,9 @@ def test_plaintext_after_the_starttls_reply_is_discarded(
 
 
 def test_starttls_refused_is_classified(
-    mailhub: MailHubFactory, tmp_path: Path, server_cert: trustme.LeafCert, ca_file: Path
+    tls_hub: MailHubFactory, tmp_path: Path, ca_file: Path
 ) -> None:
-    hub = mailhub(tls="starttls", cert=server_cert, faults={"STARTTLS": (454, "4.7.0 later")})
+    hub = tls_hub(faults={"STARTTLS": (454, "4.7.0 later")})
     config = config_module.load(str(write_config(tmp_path, hub, TLS_CA_File=ca_file)))
     with pytest.raises(RelayError) as caught:
         open_session(config)
@@ -413,16 +413,15 @@ def test_starttls_refused_is_classified(
     ],
 )
 def test_session_faults_before_mail(
-    mailhub: MailHubFactory,
+    tls_hub: MailHubFactory,
     tmp_path: Path,
-    server_cert: trustme.LeafCert,
     ca_file: Path,
     step: str,
     reply: tuple[int, str],
     code: int,
 ) -> None:
     faults = {step: reply} if step != "EHLO" else {"EHLO": reply, "HELO": reply}
-    hub = mailhub(tls="starttls", cert=server_cert, auth=True, faults=faults)
+    hub = tls_hub(auth=True, faults=faults)
     path = write_config(tmp_path, hub, TLS_CA_File=ca_file, AuthUser="alice")
     config = config_module.load(str(path))
     with pytest.raises(RelayError) as caught:
