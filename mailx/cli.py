@@ -301,16 +301,23 @@ def run(request: Request, env: Environment) -> int:
         if request.dry_run:
             delivery.show(message, addressed, env)
             return os.EX_OK
-        delivery.deliver(
-            message,
-            addressed,
-            variables=variables,
-            origins=rc.origins,
-            verbose=request.verbose,
-            mta_args=request.mta_args,
-            env=env,
-            keeper=keeper,
-        )
+        try:
+            delivery.deliver(
+                message,
+                addressed,
+                variables=variables,
+                origins=rc.origins,
+                verbose=request.verbose,
+                mta_args=request.mta_args,
+                env=env,
+                keeper=keeper,
+            )
+        except RelayError as err:
+            if err.saved_to or err.keep_error is not None:
+                raise
+            # Refused before the relay had it (a big attachment changed under us): the
+            # built message cannot be written again, the draft can.
+            raise keeper.kept(err, text_of(addressed.draft, env)) from None
         return os.EX_OK
     except (RelayError, KeyboardInterrupt):
         raise

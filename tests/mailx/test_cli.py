@@ -772,3 +772,23 @@ def test_usage_errors_name_the_option_never_the_parser(
     assert first == says
     assert usage and usage[0].startswith("Usage: mail")
     assert "Option(" not in mail.err and "Argument(" not in mail.err
+
+
+def test_a_message_refused_before_the_relay_had_it_keeps_the_draft(
+    mail: Mail, mailhub: MailHubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big attachment replaced between build and send: 66, and the text is kept."""
+    import mailx.delivery
+    from relay import NoInputError
+
+    def changed(_message: object) -> object:
+        raise NoInputError("attachment changed while the message was sent", path="dump.bin")
+
+    hub = mailhub()
+    mail.configure(hub)
+    monkeypatch.setattr(mailx.delivery, "wire_input", changed)
+    assert mail("-s", "dump", "a@example.com", body=b"see attached\n") == os.EX_NOINPUT
+    assert "message kept in" in mail.line()
+    (kept,) = mail.kept()
+    assert kept["Subject"] == "dump"
+    assert hub.messages == []
