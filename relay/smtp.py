@@ -462,6 +462,13 @@ class Session:
         except (OSError, smtp_wire.MalformedReply):
             client.close()
 
+    def drop(self) -> None:
+        """Close the connection at once, without QUIT (we are being stopped, or the
+        server is not answering: waiting for its reply to QUIT would only delay)."""
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+
     def __enter__(self) -> Session:
         return self if self.client is not None else self.open()
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
 
     from relay.delivery import Verdict
+    from relay.interrupt import Stopped
 
 
 class Prepared(Record):
@@ -175,6 +176,7 @@ def _send_now(
     import time
 
     from relay.delivery import PERMANENT, TEMPORARY, Verdict, deliver
+    from relay.interrupt import Stopped
     from relay.smtp import open_session
 
     hubs: Sequence[Mailhub] = (
@@ -183,6 +185,8 @@ def _send_now(
     started = time.monotonic()
     try:
         session = open_session(config, hubs=hubs, password=password, transcript=verbose)
+    except Stopped as stop:
+        return Verdict(TEMPORARY, error=_interrupted(stop, "connect"))
     except RelayError as err:
         from relay.log import attempt_for
 
@@ -200,7 +204,27 @@ def _send_now(
             TEMPORARY if is_temporary(err) else PERMANENT, error=err, reply=err.reply or ""
         )
     with session:
-        return deliver(session, prepared.message, prepared.envelope, message_id=prepared.message_id)
+        try:
+            return deliver(
+                session, prepared.message, prepared.envelope, message_id=prepared.message_id
+            )
+        except Stopped as stop:
+            session.drop()  # no QUIT: its reply could take the whole Timeout
+            return Verdict(TEMPORARY, error=_interrupted(stop, session.step))
+
+
+def _interrupted(stop: Stopped, step: str) -> TempFailError:
+    """A delivery stopped by a signal: a temporary failure (queued, or kept), which says
+    whether the message may have arrived (stopped while waiting for the final reply)."""
+    from relay import replies
+    from relay.smtp import DUPLICATE_RISK
+
+    text = f"delivery stopped by {stop.name} during {step}"
+    # In DATA the final dot may have left already (a signal is handled between two
+    # bytecodes, not between two packets): say so rather than promise no duplicate.
+    if step in (replies.DATA, replies.END_OF_DATA):
+        text += f"; {DUPLICATE_RISK}"
+    return TempFailError(text, step=step)
 
 
 def _delivered(prepared: Prepared, verdict: Verdict) -> Result:
@@ -265,18 +289,27 @@ def submit(
         )
     elif any(value is not None for value in loose):
         raise TypeError("submit: give an Envelope or its fields as keywords, not both")
+    from relay.interrupt import Stopped, guard
+
     raw = as_input(message)
     who = envelope.identity or current_identity()
-    try:
-        prepared = prepare(raw, config, envelope.replace(identity=who), resolver=resolver)
-        if verbose is not None:
-            _explain(prepared, verbose)
-        if config.queue == "always":
-            return enqueue(prepared, config, dead_letter=dead_letter, reason=ALWAYS_REASON)
-        return _deliver_or_queue(prepared, config, password, verbose, dead_letter)
-    except RelayError as err:
-        keep(err, raw, who, config, dead_letter)
-        raise
+    with guard():  # a stop signal: the message is queued or kept, then we end
+        try:
+            prepared = prepare(raw, config, envelope.replace(identity=who), resolver=resolver)
+            if verbose is not None:
+                _explain(prepared, verbose)
+            if config.queue == "always":
+                return enqueue(prepared, config, dead_letter=dead_letter, reason=ALWAYS_REASON)
+            return _deliver_or_queue(prepared, config, password, verbose, dead_letter)
+        except RelayError as err:
+            keep(err, raw, who, config, dead_letter)
+            raise
+        except Stopped as stop:  # before or after the delivery attempt: keep it
+            from relay.errors import Interrupted
+
+            stopped = Interrupted(f"stopped by {stop.name}", signal_number=stop.signal_number)
+            keep(stopped, raw, who, config, dead_letter)
+            raise stopped from None
 
 
 ALWAYS_REASON = "Queue=always: not tried now; mailq --flush (or sendmail -q) delivers it"
