@@ -100,7 +100,7 @@ def normalize_member(text: str) -> str:
     if not recipient.display_name:
         return recipient.envelope
     name = recipient.display_name
-    if re.search(r'["\\<>]', name):
+    if any(c in name for c in '"\\<>()@'):  # read back bare, these would change meaning
         return recipient.header
     return f"{name}<{recipient.envelope}>"
 
@@ -366,9 +366,7 @@ def _unique(members: Sequence[str]) -> list[str]:
 def _envelope(member: str) -> str:
     if member_problem(member):
         return member
-    recipient = parse_recipient(member)
-    local, at, domain = recipient.envelope.rpartition("@")
-    return f"{local}@{domain.lower()}" if at else recipient.envelope
+    return parse_recipient(member).key  # relay.dedupe_key: the domain case-folded
 
 
 def _others(book: AliasBook, names: set[str]) -> list[tuple[str, str]]:

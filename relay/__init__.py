@@ -71,6 +71,11 @@ if TYPE_CHECKING:
     from relay.deadletter import save as save_dead_letter
     from relay.envelope import Identity, current_identity, validate_address
     from relay.message import Spooled
+    from relay.recipients import Recipient, dedupe_key, idna_domain, is_local_name
+    from relay.recipients import classify as classify_recipient
+    from relay.recipients import dedupe as dedupe_recipients
+    from relay.recipients import parse_list as parse_recipient_list
+    from relay.recipients import problem as recipient_problem
     from relay.submission import Result, submit
 
 _LAZY = {
@@ -85,6 +90,14 @@ _LAZY = {
     "validate_address": ("relay.envelope", "validate_address"),
     "Result": ("relay.submission", "Result"),
     "Spooled": ("relay.message", "Spooled"),
+    "Recipient": ("relay.recipients", "Recipient"),
+    "classify_recipient": ("relay.recipients", "classify"),
+    "dedupe_key": ("relay.recipients", "dedupe_key"),
+    "dedupe_recipients": ("relay.recipients", "dedupe"),
+    "idna_domain": ("relay.recipients", "idna_domain"),
+    "is_local_name": ("relay.recipients", "is_local_name"),
+    "parse_recipient_list": ("relay.recipients", "parse_list"),
+    "recipient_problem": ("relay.recipients", "problem"),
     "submit": ("relay.submission", "submit"),
 }
 
@@ -111,6 +124,7 @@ __all__ = [
     "NoPermError",
     "NoUserError",
     "ProtocolError",
+    "Recipient",
     "RelayError",
     "Result",
     "Spooled",
@@ -118,10 +132,17 @@ __all__ = [
     "UnavailableError",
     "UsageError",
     "__version__",
+    "classify_recipient",
     "current_identity",
+    "dedupe_key",
+    "dedupe_recipients",
     "expand",
     "finish",
+    "idna_domain",
+    "is_local_name",
     "load_config",
+    "parse_recipient_list",
+    "recipient_problem",
     "resolve_password",
     "save_dead_letter",
     "submit",
