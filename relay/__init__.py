@@ -72,10 +72,12 @@ if TYPE_CHECKING:
     from relay.envelope import Identity, current_identity, validate_address
     from relay.message import Spooled
     from relay.recipients import Recipient, dedupe_key, idna_domain, is_local_name
+    from relay.recipients import argument as check_recipient_argument
     from relay.recipients import classify as classify_recipient
     from relay.recipients import dedupe as dedupe_recipients
     from relay.recipients import parse_list as parse_recipient_list
     from relay.recipients import problem as recipient_problem
+    from relay.recipients import split_list as split_recipient_list
     from relay.submission import Result, submit
 
 _LAZY = {
@@ -91,6 +93,7 @@ _LAZY = {
     "Result": ("relay.submission", "Result"),
     "Spooled": ("relay.message", "Spooled"),
     "Recipient": ("relay.recipients", "Recipient"),
+    "check_recipient_argument": ("relay.recipients", "argument"),
     "classify_recipient": ("relay.recipients", "classify"),
     "dedupe_key": ("relay.recipients", "dedupe_key"),
     "dedupe_recipients": ("relay.recipients", "dedupe"),
@@ -98,6 +101,7 @@ _LAZY = {
     "is_local_name": ("relay.recipients", "is_local_name"),
     "parse_recipient_list": ("relay.recipients", "parse_list"),
     "recipient_problem": ("relay.recipients", "problem"),
+    "split_recipient_list": ("relay.recipients", "split_list"),
     "submit": ("relay.submission", "submit"),
 }
 
@@ -132,6 +136,7 @@ __all__ = [
     "UnavailableError",
     "UsageError",
     "__version__",
+    "check_recipient_argument",
     "classify_recipient",
     "current_identity",
     "dedupe_key",
@@ -145,6 +150,7 @@ __all__ = [
     "recipient_problem",
     "resolve_password",
     "save_dead_letter",
+    "split_recipient_list",
     "submit",
     "validate_address",
 ]

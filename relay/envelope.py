@@ -90,21 +90,15 @@ def parse_recipient_args(args: Iterable[str]) -> list[str]:
     """Command-line recipients: each may be a comma list and may use `Name <addr>`; the
     envelope forms, deduplicated (`relay.recipients.dedupe`). Refused (DataError): what
     `relay.recipients.classify` refuses, and file and pipe targets."""
-    from relay.recipients import ADDRESS, LOCAL, classify, dedupe, split_list
+    from relay.recipients import LOCAL, argument, split_list
 
     out: list[str] = []
     for arg in args:
         if PLAIN_ADDRESS.fullmatch(arg):
             out.append(arg)  # the common case; `Resolver.resolve` validates it
             continue
-        items = split_list(arg) or [arg]
-        for item in items:
-            found = classify(item, "recipient")
-            if found.kind not in (ADDRESS, LOCAL):
-                raise DataError(
-                    f"{found.kind} recipient refused: '{found.address}'; "
-                    "mail is delivered to addresses and aliases only"
-                )
+        for item in split_list(arg) or [arg]:
+            found = argument(item)
             out.append(found.address if found.kind == LOCAL else found.envelope)
     return dedupe(out, dedupe_key)
 

@@ -557,15 +557,28 @@ def _domain(domain: str) -> bool:
     return True
 
 
+def argument(text: str, what: str = "recipient") -> Recipient:
+    """A recipient given on a command line (`sendmail`, `mail`): `classify`, and file and
+    pipe targets refused (DataError, 65): mail goes to addresses and aliases only."""
+    found = classify(text, what)
+    if found.kind in (FILE, PIPE):
+        raise DataError(
+            f"{found.kind} {what} refused: '{_shown(found.address)}'; "
+            "mail is delivered to addresses and aliases only"
+        )
+    return found
+
+
 # --- lists ----------------------------------------------------------------------------
 
 
-def split_list(text: str) -> list[str]:
+def split_list(text: str, *, keep_empty: bool = False) -> list[str]:
     """Split a comma-separated recipient list (a header value, a `sendmail` argument) at
     the commas outside quotes, angle brackets and comments. An RFC 5322 group
-    (`team: a@x, b@y;`) gives its members; empty items are dropped."""
+    (`team: a@x, b@y;`) gives its members. Empty items are dropped, or with
+    `keep_empty` kept as "" (`a@x,,b@y` is then a mistake the caller can name)."""
     if "," not in text and ":" not in text and ";" not in text:
-        return [text] if text.strip(_STRIP) else []
+        return [text.strip(_STRIP)] if text.strip(_STRIP) or keep_empty else []
     items: list[str] = []
     current: list[str] = []
     i, depth, angle = 0, 0, False
@@ -590,7 +603,8 @@ def split_list(text: str) -> list[str]:
         elif char == ">" and depth == 0:
             angle = False
         elif depth == 0 and not angle and char in ",;":
-            items.append("".join(current))
+            if char == "," or "".join(current).strip(_STRIP):  # `;` closes a group
+                items.append("".join(current))
             current = []
             i += 1
             continue
@@ -601,7 +615,8 @@ def split_list(text: str) -> list[str]:
         current.append(char)
         i += 1
     items.append("".join(current))
-    return [item.strip(_STRIP) for item in items if item.strip(_STRIP)]
+    stripped = [item.strip(_STRIP) for item in items]
+    return stripped if keep_empty else [item for item in stripped if item]
 
 
 def parse_list(text: str, what: str = "recipient") -> list[Recipient]:
