@@ -840,10 +840,11 @@ class _Evaluator:
             if name == "*":
                 self.rc.aliases.clear()
                 self.rc.rejected.clear()
-            elif (
-                self.rc.aliases.pop(name, None) is None and self.rc.rejected.pop(name, None) is None
-            ):
-                self.diag(path, st.line, f"unalias: no such alias '{name}'", "warning")
+            else:
+                had_members = self.rc.aliases.pop(name, None) is not None
+                had_refused = self.rc.rejected.pop(name, None) is not None
+                if not (had_members or had_refused):
+                    self.diag(path, st.line, f"unalias: no such alias '{name}'", "warning")
 
     def set(self, path: str, st: Statement) -> None:
         for word in st.words:
