@@ -199,6 +199,7 @@ _NOTES = {
     "escaped": "\\name: not expanded",
     "loop": "LOOP",
     "invalid": "invalid, dropped",
+    "repeat": "expanded above",
 }
 
 
