@@ -297,7 +297,9 @@ def _classify(text: str) -> Recipient:
     if any("\udc80" <= c <= "\udcff" for c in value):
         raise _Refused("contains bytes that are not UTF-8")
     if value.startswith("-"):
-        raise _Refused("starts with '-' (looks like an option)", "options go before the recipients")
+        raise _Refused(
+            "starts with '-' (looks like an option)", "options must come before the recipients"
+        )
     if value.startswith("|") and not _is_addr_spec(value):
         return Recipient(text, value, PIPE)
     if value.startswith("\\"):

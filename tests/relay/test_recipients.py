@@ -74,7 +74,7 @@ def test_refusals_say_what_to_do() -> None:
         classify("$(touch x)@example.org")
     with pytest.raises(DataError, match=r"quote the name"):
         classify("a@b.org <c@d.org>")
-    with pytest.raises(DataError, match=r"options go before the recipients"):
+    with pytest.raises(DataError, match=r"options must come before the recipients"):
         classify("-f")
 
 
