@@ -432,6 +432,11 @@ def _commented(text: str, value: str) -> Recipient:
     whole_tail = (
         opened > 0 and value.endswith(")") and "@" in head and _comment_end(comment) == len(comment)
     )
+    if not whole_tail and opened > 0 and _drop_comments_safely(value) == "".join(head.split()):
+        raise _Refused(
+            "more than one comment after the address",
+            "give the name once: 'address (Name)' or 'Name <address>'",
+        )
     if not whole_tail:
         raise _Refused(
             "a comment '( )' inside the address would change where the mail goes "
