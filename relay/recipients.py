@@ -315,7 +315,7 @@ def _classify(text: str) -> Recipient:
         if "," in bare:
             raise _Refused("a list of addresses, not one", "give each address separately")
         address = _addr_spec(value)
-        return Recipient(text, address, ADDRESS, envelope=_envelope(address))
+        return Recipient(text, address, ADDRESS, envelope=envelope_address(address))
     if value.startswith(("/", "+", "./")) or "/" in value:
         return Recipient(text, value, FILE)
     if not is_local_name(value):
@@ -333,9 +333,6 @@ def envelope_address(address: str) -> str:
     return f"{local}@{idna_domain(domain).lower()}"
 
 
-_envelope = envelope_address
-
-
 def _angle(text: str, value: str) -> Recipient:
     """`Name <addr>`, `"Doe, John" <addr>`, `<addr>` and s-nail's `Name<addr>`."""
     opened = value.rfind("<")
@@ -346,7 +343,7 @@ def _angle(text: str, value: str) -> Recipient:
         raise _Refused("more than one '<address>'", "give each address separately, comma-separated")
     name = _display_name(phrase)
     address = _addr_spec(value[opened + 1 : -1].strip(_STRIP))
-    return Recipient(text, address, ADDRESS, display_name=name, envelope=_envelope(address))
+    return Recipient(text, address, ADDRESS, display_name=name, envelope=envelope_address(address))
 
 
 def _display_name(phrase: str) -> str:
@@ -445,7 +442,7 @@ def _commented(text: str, value: str) -> Recipient:
         )
     address = _addr_spec(head)
     name = " ".join(comment[1:-1].split())
-    return Recipient(text, address, ADDRESS, display_name=name, envelope=_envelope(address))
+    return Recipient(text, address, ADDRESS, display_name=name, envelope=envelope_address(address))
 
 
 def _drop_comments_safely(value: str) -> str:
