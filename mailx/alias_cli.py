@@ -190,6 +190,7 @@ _NOTES = {
     "escaped": "\\name: not expanded",
     "loop": "LOOP",
     "invalid": "invalid, dropped",
+    "repeat": "expanded above",
 }
 
 

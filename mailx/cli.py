@@ -349,14 +349,14 @@ def keep_refused_pipe(err: UsageError, argv: Sequence[str]) -> None:
 
     if os.isatty(0) or relay.stdin_was_closed() or _asks_dry_run(argv):
         return
+    piped = sys.stdin.buffer.read()
+    if not piped:  # nothing to keep: and nothing heavy imported for a usage error
+        return
     from mailx import delivery
     from mailx.compose import Draft
     from mailx.environment import Environment
 
     env = Environment.from_process()
-    piped = env.stdin.read()
-    if not piped:
-        return
     keeper = delivery.Keeper(delivery.dead_letter_path({}, env))
     keeper.kept(err, text_of(Draft(to=(), body=piped), env))
 

@@ -53,7 +53,9 @@ Decisions, where s-nail leaves room or where we differ from it:
   section 5 forbids base64 for them. Sub-parts carry no MIME-Version.
 * Non-ASCII domains are written as IDNA A-labels; a non-ASCII local part would need
   SMTPUTF8 and RFC 6532 headers, which `mail` does not generate: refused.
-* Recipients are deduplicated case-insensitively on the whole address, first one wins.
+* Recipients are deduplicated by `relay.dedupe_key`, first one wins: the domain
+  case-folded, the local part as written (RFC 5321 2.4 leaves its case to the
+  receiving host), the same key the relay uses for the envelope.
 * Custom headers may not replace a header this module writes, nor add Bcc or Resent-Bcc.
 
 The message uses `POLICY`: CRLF line ends, so `bytes(msg)` is ready for SMTP.
@@ -74,12 +76,22 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.errors import InvalidHeaderDefect, MessageError, NonASCIILocalPartDefect
+from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from relay import ConfigError, DataError, NoInputError, __version__
+from relay import (
+    ConfigError,
+    DataError,
+    NoInputError,
+    Recipient,
+    __version__,
+    classify_recipient,
+    dedupe_recipients,
+    recipient_problem,
+    split_recipient_list,
+)
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -139,8 +151,6 @@ _RESERVED_HEADERS = frozenset(
         "mime-version",
     }
 )
-#: The parser's defect for "bob": a local name, which To, Cc and Bcc accept.
-_NO_DOMAIN_DEFECT = "addr-spec local part with no domain"
 _NO_DOMAIN_HINT = "give a full address such as name@example.com"
 _COMPRESSED_TYPES = {
     "gzip": "application/gzip",
@@ -268,8 +278,8 @@ def envelope_recipients(draft: Draft) -> list[str]:
 
     Raises DataError as `build` does for an invalid recipient.
     """
-    to, cc, bcc = _recipients(draft)
-    return [address.addr_spec for address in (*to, *cc, *bcc)]
+    to, cc, bcc = _recipient_lists(draft)
+    return [recipient.envelope for recipient in (*to, *cc, *bcc)]
 
 
 def parse_addresses(text: str, field: str = "To", *, allow_local: bool = False) -> list[Address]:
@@ -282,32 +292,69 @@ def parse_addresses(text: str, field: str = "To", *, allow_local: bool = False) 
     unparsable or empty address, a missing domain, a non-ASCII local part, or a local
     part or domain over the RFC 5321 length limits.
     """
+    return [_address(r) for r in parse_recipients(text, field, allow_local=allow_local)]
+
+
+def parse_recipients(text: str, field: str = "To", *, allow_local: bool = False) -> list[Recipient]:
+    """`parse_addresses`, as `relay.Recipient` values: what `relay.classify_recipient`
+    reads in each item of the list (`relay.split_recipient_list`), refused as it refuses."""
     if _has_control(text):
         raise DataError(
             f"{field}: address {text!r} contains a control character (CR, LF, NUL): refused"
         )
     if not text.strip():
         raise DataError(f"{field}: empty address")
-    try:
-        header = POLICY.header_factory("To", text)
-        found = list(header.addresses)
-    except (IndexError, ValueError, MessageError) as err:
-        # The parser raises IndexError on some input, such as "a@".
-        raise DataError(f"{field}: cannot parse address {text!r}") from err
-    for defect in header.defects:
-        if isinstance(defect, InvalidHeaderDefect) and str(defect) == _NO_DOMAIN_DEFECT:
-            if allow_local:
-                continue
+    items = split_recipient_list(text, keep_empty=True)
+    if items and not items[-1]:
+        items.pop()  # `a@x,` and a group's closing `;`
+    if not items:
+        raise DataError(f"{field}: no address in {text!r}")
+    found: list[Recipient] = []
+    for item in items:
+        if not item:
+            raise DataError(f"{field}: invalid address {text!r}: an empty item in the list")
+        problem = recipient_problem(item)
+        if problem:
+            raise DataError(f"{field}: invalid address {text!r}: {problem}")
+        recipient = classify_recipient(item)
+        if recipient.kind == "local" and item.startswith("\\"):
+            raise DataError(f"{field}: invalid address {text!r}: not a valid address")
+        if recipient.kind in ("file", "pipe"):
+            raise DataError(f"{field}: {recipient.kind} recipient refused: {item!r}")
+        if recipient.kind == "local" and not allow_local:
             raise DataError(f"{field}: {text!r} has no domain", hint=_NO_DOMAIN_HINT)
-        if isinstance(defect, NonASCIILocalPartDefect):
+        if recipient.needs_smtputf8:
             raise DataError(
                 f"{field}: {text!r} has a non-ASCII local part",
-                hint="that needs SMTPUTF8 (RFC 6531), which mail does not use",
+                hint="mail does not write UTF-8 headers (RFC 6532) yet: send it with sendmail, "
+                "which uses SMTPUTF8 when the server offers it",
             )
-        raise DataError(f"{field}: invalid address {text!r}: {defect}")
-    if not found:
-        raise DataError(f"{field}: no address in {text!r}")
-    return [_checked_address(address, field, text, allow_local) for address in found]
+        found.append(recipient)
+    return found
+
+
+def _address(recipient: Recipient) -> Address:
+    """The `email` package's Address for the header: local part unquoted (the package
+    quotes it again where needed), domain in IDNA A-labels."""
+    if recipient.kind == "local":
+        return Address(recipient.display_name, recipient.address, "")
+    local, _, domain = recipient.header_address().rpartition("@")
+    if local.startswith('"') and local.endswith('"'):
+        local = _unquote(local[1:-1])
+    return Address(recipient.display_name, local, domain)
+
+
+def _unquote(text: str) -> str:
+    """The content of an RFC 5322 quoted string: each `\\x` is `x`."""
+    out: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped or char != "\\":
+            out.append(char)
+            escaped = False
+        else:
+            escaped = True
+    return "".join(out)
 
 
 def default_user_agent() -> str:
@@ -318,30 +365,23 @@ def default_user_agent() -> str:
 
 
 def _recipients(draft: Draft) -> tuple[list[Address], list[Address], list[Address]]:
-    """To, Cc and Bcc, parsed; an address already seen (first wins) is dropped."""
+    """To, Cc and Bcc for the headers, deduplicated together (`_recipient_lists`)."""
+    to, cc, bcc = _recipient_lists(draft)
+    return [_address(r) for r in to], [_address(r) for r in cc], [_address(r) for r in bcc]
+
+
+def _recipient_lists(
+    draft: Draft,
+) -> tuple[list[Recipient], list[Recipient], list[Recipient]]:
+    """To, Cc and Bcc, parsed; a recipient already seen (first wins) is dropped, by the
+    one duplicate key the relay uses for the envelope (`relay.dedupe_key`: local part as
+    written, domain case-folded), so the headers and the envelope always agree."""
     seen: set[str] = set()
-    fields: list[list[Address]] = []
+    fields: list[list[Recipient]] = []
     for field, entries in (("To", draft.to), ("Cc", draft.cc), ("Bcc", draft.bcc)):
-        kept: list[Address] = []
-        for entry in entries:
-            for address in parse_addresses(entry, field, allow_local=True):
-                key = address.addr_spec.lower()
-                if key not in seen:
-                    seen.add(key)
-                    kept.append(address)
-        fields.append(kept)
+        found = [r for entry in entries for r in parse_recipients(entry, field, allow_local=True)]
+        fields.append(dedupe_recipients(found, seen=seen))
     return fields[0], fields[1], fields[2]
-
-
-def _checked_address(address: Address, field: str, text: str, allow_local: bool) -> Address:
-    if not address.username:
-        raise DataError(f"{field}: {text!r} has an empty local part")
-    if not address.domain and not allow_local:
-        raise DataError(f"{field}: {text!r} has no domain", hint=_NO_DOMAIN_HINT)
-    if len(address.username.encode()) > MAX_LOCAL_PART:
-        raise DataError(f"{field}: local part of {text!r} is longer than {MAX_LOCAL_PART}")
-    domain = _idna(address.domain, field) if address.domain else ""
-    return Address(address.display_name, address.username, domain)
 
 
 def _single_address(text: str, field: str) -> Address:
@@ -369,17 +409,6 @@ def _login_address(login: str | None, domain: str) -> Address:
         return Address(username=user, domain=domain)
     except ValueError as err:
         raise DataError(f"login name {user!r} cannot be used in a From address") from err
-
-
-def _idna(domain: str, field: str) -> str:
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError as err:
-            raise DataError(f"{field}: domain {domain!r} is not a valid IDNA name") from err
-    if len(domain) > MAX_DOMAIN:
-        raise DataError(f"{field}: domain {domain[:40]}... is longer than {MAX_DOMAIN}")
-    return domain
 
 
 def _parse_custom_header(header: str) -> tuple[str, str]:

@@ -35,9 +35,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from relay import DataError, expand
+from relay import (
+    DataError,
+    classify_recipient,
+    dedupe_recipients,
+    expand,
+    is_local_name,
+    recipient_problem,
+)
+from relay import (
+    Recipient as Recipient,  # re-exported: mail's recipient is relay's model
+)
 
 # s-nail's command table in lookup order (`s-nail -X list`, v14.9.24). An abbreviation
 # means the first command it is a prefix of, so the order matters: `a` is alias, `g`
@@ -603,120 +613,16 @@ def printable(text: str) -> str:
 def is_valid_alias_name(name: str, *, member: bool = False) -> bool:
     """s-nail's alias name rule (measured): `[A-Za-z0-9_]` first, then also `-#:@!.` and
     8-bit characters, and `$` as the last character. As a `member` (a local user name),
-    `:` is refused too, since s-nail rejects `a:b` there."""
-    if not name or not (name[0].isascii() and (name[0].isalnum() or name[0] == "_")):
-        return False
-    extra = "_-#@!." if member else "_-#:@!."
-    last = len(name) - 1
-    for position, char in enumerate(name):
-        if not char.isascii():
-            if not char.isprintable() or "\udc80" <= char <= "\udcff":
-                return False  # a control character, or a byte that was not UTF-8
-            continue
-        if char.isalnum() or char in extra:
-            continue
-        if char == "$" and position == last and position > 0:
-            continue
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """One recipient: what goes in the To/Cc header and what goes in the envelope.
-
-    `kind` is `address` (has a domain), `local` (a bare name left for the relay to
-    resolve), `file` (`/path`) or `pipe` (`|command`); the last two are never delivered.
-    """
-
-    envelope: str
-    header: str
-    display_name: str = ""
-    kind: str = "address"
-    via: tuple[str, ...] = ()
-
-
-_ANGLE = re.compile(r"(?P<name>[^<>]*|\s*\"(?:[^\"\\]|\\.)*\"\s*)<(?P<addr>[^<>]*)>\Z", re.S)
-_QUOTED = re.compile(r"\"((?:[^\"\\]|\\.)*)\"\Z", re.S)
-
-
-def _addr_spec(text: str) -> str:
-    """A normalised addr-spec, or ValueError saying why it is not one."""
-    from email.errors import HeaderParseError
-    from email.headerregistry import Address
-
-    try:
-        address = Address(addr_spec=text)
-    except (ValueError, HeaderParseError) as err:
-        raise ValueError(f"not a valid address ({err})") from err
-    except IndexError as err:  # the parser's way of saying "nothing after the @"
-        raise ValueError("not a valid address") from err
-    if not address.username or not address.domain:
-        raise ValueError("not a valid address (needs a local part and a domain)")
-    return address.addr_spec
-
-
-def _header(display_name: str, addr: str) -> str:
-    from email.headerregistry import Address
-
-    return str(Address(display_name=display_name, addr_spec=addr))
-
-
-def _classify(text: str) -> Recipient:
-    """The recipient a member or argument names; ValueError says why it names none."""
-    value = text.strip(_STRIP)
-    if not value:
-        raise ValueError("empty")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("contains a control character (CR, LF or similar)")
-    if any("\udc80" <= c <= "\udcff" for c in value):
-        raise ValueError("contains bytes that are not UTF-8")
-    if value.startswith("|"):
-        return Recipient(value, value, kind="pipe")
-    if value.startswith("\\"):
-        if not is_valid_alias_name(value[1:], member=True):
-            raise ValueError("not a valid local name")
-        return Recipient(value[1:], value[1:], kind="local")
-    if "<" in value or ">" in value:
-        match = _ANGLE.match(value)
-        if not match:
-            raise ValueError("expected 'Name <address>'")
-        name = match.group("name").strip()
-        quoted = _QUOTED.match(name)
-        if quoted:
-            from email.utils import unquote
-
-            name = unquote(name)
-        elif '"' in name or "\\" in name:
-            raise ValueError("unbalanced quotes in the display name")
-        name = " ".join(name.split())
-        addr = _addr_spec(match.group("addr").strip())
-        return Recipient(addr, _header(name, addr), name)
-    if "@" in value:
-        if "(" in value:  # `addr (comment)`, the comment an old-style display name
-            from email.utils import getaddresses
-
-            found = getaddresses([value])
-            if len(found) != 1 or not found[0][1]:
-                raise ValueError("not a valid address")
-            name, addr = found[0][0], _addr_spec(found[0][1])
-            return Recipient(addr, _header(name, addr), name)
-        addr = _addr_spec(value)
-        return Recipient(addr, addr)
-    if value.startswith(("/", "+", "./")) or "/" in value:
-        return Recipient(value, value, kind="file")
-    if not is_valid_alias_name(value, member=True):
-        raise ValueError("not a valid address or local name")
-    return Recipient(value, value, kind="local")
+    `:` is refused too, since s-nail rejects `a:b` there (`relay.is_local_name`)."""
+    if member:
+        return is_local_name(name)
+    return is_local_name(name.replace(":", "-")) if name[:1] != ":" else False
 
 
 def member_problem(text: str) -> str | None:
-    """Why s-nail's `alias` would refuse this member, or None if it is acceptable."""
-    try:
-        _classify(text)
-    except ValueError as err:
-        return str(err)
-    return None
+    """Why s-nail's `alias` would refuse this member, or None if it is acceptable
+    (`relay.recipients`, the one classifier)."""
+    return recipient_problem(text)
 
 
 def parse_recipient(text: str) -> Recipient:
@@ -725,10 +631,7 @@ def parse_recipient(text: str) -> Recipient:
     Raises DataError (exit 65) when it is neither an address nor a valid local name.
     File and pipe targets parse, with `kind` saying so; delivering to them is refused.
     """
-    try:
-        return _classify(text)
-    except ValueError as err:
-        raise DataError(f"invalid recipient '{printable(text)}': {err}") from None
+    return classify_recipient(text)
 
 
 # --- evaluation -----------------------------------------------------------------------
@@ -770,6 +673,9 @@ class MailRc:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[RcFile] = field(default_factory=list)
     commands: list[AliasCommand] = field(default_factory=list)
+    #: Members the `alias` command refused (reported as diagnostics, as s-nail does, and
+    #: left out of `aliases`): sending to such an alias is refused, not done short.
+    rejected: dict[str, list[Member]] = field(default_factory=dict)
 
     def lookup(self, name: str) -> list[str] | None:
         """Members of alias `name` (case-sensitive, as s-nail), None when not an alias;
@@ -924,6 +830,7 @@ class _Evaluator:
             if problem:
                 shown = printable(text)
                 self.diag(path, st.line, f"alias {name}: invalid member '{shown}': {problem}")
+                self.rc.rejected.setdefault(name, []).append(Member(text, path, st.line))
             else:
                 members.append(Member(text, path, st.line))
         if members:
@@ -934,8 +841,12 @@ class _Evaluator:
             name = word.expand(self.value)
             if name == "*":
                 self.rc.aliases.clear()
-            elif self.rc.aliases.pop(name, None) is None:
-                self.diag(path, st.line, f"unalias: no such alias '{name}'", "warning")
+                self.rc.rejected.clear()
+            else:
+                had_members = self.rc.aliases.pop(name, None) is not None
+                had_refused = self.rc.rejected.pop(name, None) is not None
+                if not (had_members or had_refused):
+                    self.diag(path, st.line, f"unalias: no such alias '{name}'", "warning")
 
     def set(self, path: str, st: Statement) -> None:
         for word in st.words:
@@ -1073,24 +984,40 @@ def _origin(rc: MailRc, text: str, via: tuple[str, ...]) -> tuple[str | None, in
 
 def expand_recipients(names: Iterable[str], rc: MailRc) -> list[Recipient]:
     """Expand recipients through the mail.rc aliases (relay.aliases.expand: nesting,
-    `\\name`, self-reference, loops refused) into header and envelope forms.
+    `\\name`, self-reference, loops refused, linear in the size of the book) into
+    header and envelope forms.
 
     `alias archuser 'My Name'<someone@example.com>` gives header
     `My Name <someone@example.com>` and envelope `someone@example.com`; a local name
-    left over stays a bare `local` recipient for the relay. Duplicates (same envelope)
-    are dropped, first wins. Raises DataError (exit 65) for a loop, an invalid address,
-    or a file or pipe target.
+    left over stays a bare `local` recipient for the relay. Duplicates
+    (`relay.dedupe_key`: domain case-folded) are dropped, first wins. Raises DataError
+    (exit 65) for a loop, an invalid address, a file or pipe target, or an alias with a
+    member its `alias` command refused: nothing is sent rather than part of a group.
     """
+
+    def lookup(name: str) -> list[str] | None:
+        refused = rc.rejected.get(name)
+        if refused:
+            member = refused[0]
+            raise DataError(
+                f"alias {name}: member '{printable(member.text)}' was refused when the "
+                f"alias was read ({member_problem(member.text)}); nothing sent to the "
+                "group rather than part of it: fix the alias (mail-alias check)",
+                path=member.path,
+                line=member.line,
+            )
+        return rc.lookup(name)
+
     result: list[Recipient] = []
-    seen: set[str] = set()
-    for item in expand(names, rc.lookup):
+    for item in expand(names, lookup):
         try:
-            recipient = _classify(item.address)
-        except ValueError as err:
+            recipient = classify_recipient(item.address)
+        except DataError as err:
             path, line = _origin(rc, item.address, item.via)
             chain = f" (alias {' -> '.join(item.via)})" if item.via else ""
+            problem = member_problem(item.address) or err.message
             raise DataError(
-                f"invalid recipient '{printable(item.address)}'{chain}: {err}",
+                f"invalid recipient '{printable(item.address)}'{chain}: {problem}",
                 path=path,
                 line=line,
             ) from None
@@ -1101,8 +1028,5 @@ def expand_recipients(names: Iterable[str], rc: MailRc) -> list[Recipient]:
                 path=path,
                 line=line,
             )
-        if recipient.envelope in seen:
-            continue
-        seen.add(recipient.envelope)
-        result.append(replace(recipient, via=item.via))
-    return result
+        result.append(recipient.with_via(item.via))
+    return dedupe_recipients(result)

@@ -21,8 +21,11 @@ text. `~!` is honoured only when the caller says so (an interactive terminal); f
 pipe a `~!` line is refused, never run and never sent. A line holding a single `.` is
 body text, as in s-nail without `dot`. An unknown escape is reported and not added.
 
-Addresses are checked as they are given (`mailx.compose.parse_addresses`, RFC 5322), so
-a typo is reported at once; a line is taken whole or not at all.
+Addresses are checked as they are given (`mailx.compose.parse_addresses`, which reads
+them with the relay's one recipient classifier, `relay.classify_recipient`), so a typo
+or a form that would change the address is reported at once; a line is taken whole or
+not at all. Duplicates are dropped when the message is built, by the same key as the
+envelope's (`relay.dedupe_key`).
 """
 
 from __future__ import annotations

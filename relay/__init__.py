@@ -56,6 +56,13 @@ if TYPE_CHECKING:
     from relay.entry import run as run_command
     from relay.envelope import Envelope, Identity, current_identity, validate_address
     from relay.message import Spooled
+    from relay.recipients import Recipient, dedupe_key, idna_domain, is_local_name
+    from relay.recipients import argument as check_recipient_argument
+    from relay.recipients import classify as classify_recipient
+    from relay.recipients import dedupe as dedupe_recipients
+    from relay.recipients import parse_list as parse_recipient_list
+    from relay.recipients import problem as recipient_problem
+    from relay.recipients import split_list as split_recipient_list
     from relay.submission import Prepared, Result, prepare, submit
 
 _LAZY = {
@@ -81,6 +88,16 @@ _LAZY = {
     "prepare": ("relay.submission", "prepare"),
     "Result": ("relay.submission", "Result"),
     "Spooled": ("relay.message", "Spooled"),
+    "Recipient": ("relay.recipients", "Recipient"),
+    "check_recipient_argument": ("relay.recipients", "argument"),
+    "classify_recipient": ("relay.recipients", "classify"),
+    "dedupe_key": ("relay.recipients", "dedupe_key"),
+    "dedupe_recipients": ("relay.recipients", "dedupe"),
+    "idna_domain": ("relay.recipients", "idna_domain"),
+    "is_local_name": ("relay.recipients", "is_local_name"),
+    "parse_recipient_list": ("relay.recipients", "parse_list"),
+    "recipient_problem": ("relay.recipients", "problem"),
+    "split_recipient_list": ("relay.recipients", "split_list"),
     "submit": ("relay.submission", "submit"),
 }
 
@@ -114,6 +131,7 @@ __all__ = [
     "NoUserError",
     "Prepared",
     "ProtocolError",
+    "Recipient",
     "RelayError",
     "Result",
     "Spooled",
@@ -122,18 +140,27 @@ __all__ = [
     "UsageError",
     "Verdict",
     "__version__",
+    "check_recipient_argument",
+    "classify_recipient",
     "config_from_settings",
     "current_identity",
+    "dedupe_key",
+    "dedupe_recipients",
     "deliver",
     "expand",
     "finish",
+    "idna_domain",
+    "is_local_name",
     "load_config",
     "own_home",
+    "parse_recipient_list",
     "prepare",
     "reader_gone",
+    "recipient_problem",
     "resolve_password",
     "run_command",
     "save_dead_letter",
+    "split_recipient_list",
     "status_for",
     "stdin_was_closed",
     "submit",

@@ -24,6 +24,9 @@ from relay.errors import AliasLoopError, ConfigError, DataError
 
 #: Deeper nesting than this is refused even without a cycle (s-nail stops at 25).
 MAX_DEPTH = 25
+#: An expansion giving more addresses than this is refused: no SMTP server takes them
+#: in one message (RFC 5321 4.5.3.1.8 asks servers for 100 at least).
+MAX_ADDRESSES = 1000
 
 Lookup = Callable[[str], Sequence[str] | None]
 
@@ -36,13 +39,29 @@ class Expanded(NamedTuple):
 
 
 def expand(names: Iterable[str], lookup: Lookup) -> list[Expanded]:
-    """Expand each name through `lookup` (name -> members, or None when not an alias)."""
+    """Expand each name through `lookup` (name -> members, or None when not an alias).
+
+    Linear in the size of the alias book: an alias already expanded in this call is not
+    walked again (everything it gives is already in the result: `alias t0 t1 t1` nested
+    24 deep is 24 walks, not 2**24), duplicates (`relay.recipients.dedupe_key`) are
+    dropped as they come, and more than MAX_ADDRESSES results are refused.
+    """
+    from relay.recipients import dedupe_key
+
     out: list[Expanded] = []
     seen: set[str] = set()
+    done: set[str] = set()
 
     def emit(address: str, via: tuple[str, ...]) -> None:
-        if address not in seen:
-            seen.add(address)
+        key = dedupe_key(address)
+        if key not in seen:
+            if len(out) >= MAX_ADDRESSES:
+                where = f" (alias {' -> '.join(via)})" if via else ""
+                raise DataError(
+                    f"alias expansion gives more than {MAX_ADDRESSES} addresses{where}; "
+                    "split the message or the alias"
+                )
+            seen.add(key)
             out.append(Expanded(address, via))
 
     def walk(name: str, via: tuple[str, ...]) -> None:
@@ -54,6 +73,8 @@ def expand(names: Iterable[str], lookup: Lookup) -> list[Expanded]:
             return
         if name in via:
             raise AliasLoopError((*via[via.index(name) :], name))
+        if name in done:
+            return  # expanded before in this call, without a loop: nothing new below
         members = lookup(name)
         if members is None:
             emit(name, via)
@@ -62,6 +83,7 @@ def expand(names: Iterable[str], lookup: Lookup) -> list[Expanded]:
             raise DataError(f"alias nesting deeper than {MAX_DEPTH}: {' -> '.join(via)}")
         for member in members:
             walk(member, (*via, name))
+        done.add(name)
 
     for name in names:
         walk(name, ())

@@ -22,13 +22,11 @@ from typing import Any, NamedTuple
 from relay.aliases import AliasFile, expand
 from relay.config import Config, Mailhub
 from relay.errors import DataError, NoUserError, RelayError
+from relay.recipients import dedupe, dedupe_key, envelope_address
 from relay.records import Record
 
 #: ssmtp's MAXSYSUID + 1: accounts below this are system accounts, mail for them goes to root=.
 FIRST_USER_UID = 1000
-
-# RFC 5321 4.5.3.1.3: a path is at most 256 octets.
-_MAX_PATH = 256
 
 # The common case, checked without the `email` package (whose import is a fifth of a
 # small message's run): an ASCII addr-spec of dot-atoms (RFC 5322 3.4.1), and a display
@@ -62,42 +60,23 @@ def current_identity() -> Identity:
 
 
 def validate_address(address: str, what: str = "address") -> str:
-    """Return the addr-spec if it is one we can put in an SMTP path, else raise DataError.
-
-    Refused: CR, LF, NUL and other controls (header and SMTP command
-    injection), a leading `-` (option injection into a downstream sendmail), angle
-    brackets, and anything `email.headerregistry` cannot parse as an addr-spec.
+    """Return `address` if it is a bare addr-spec or local name we can put in an SMTP
+    path, else raise DataError (exit 65). `relay.recipients.classify` decides: CR, LF,
+    NUL and other controls (header and SMTP command injection), a leading `-` (option
+    injection into a downstream sendmail), comments, and anything that is not an
+    addr-spec are refused; a UTF-8 local part passes (it needs SMTPUTF8, see smtp.py).
     """
-    shown = address.encode("unicode_escape").decode("ascii")
+    from relay.recipients import ADDRESS, LOCAL, classify
+
     if not address:
         raise DataError(f"empty {what}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in address):
-        raise DataError(f"{what} contains a control character (CR, LF, NUL...): '{shown}'")
-    if address.startswith("-"):
-        raise DataError(f"{what} starts with '-' (looks like an option): '{shown}'")
-    if "@" not in address:
-        if not _is_local_name(address):
-            raise DataError(f"malformed {what}: '{shown}'")
+    found = classify(address, what)
+    if found.kind == LOCAL and found.address == address:
         return address
-    if len(address.encode("utf-8")) > _MAX_PATH:
-        raise DataError(f"{what} longer than {_MAX_PATH} octets: '{shown[:40]}...'")
-    if PLAIN_ADDRESS.fullmatch(address):
+    if found.kind == ADDRESS and found.address == address and not found.display_name:
         return address
-    from email.errors import HeaderParseError
-    from email.headerregistry import Address
-
-    try:
-        parsed = Address(addr_spec=address)
-    except (HeaderParseError, ValueError, IndexError) as err:
-        raise DataError(f"malformed {what}: '{shown}' ({err})") from None
-    if not parsed.username or not parsed.domain:
-        raise DataError(f"malformed {what}: '{shown}'")
-    return address
-
-
-def _is_local_name(name: str) -> bool:
-    # Login names and alias keys: no spaces, no brackets, nothing a shell or SMTP reads.
-    return bool(name) and not any(c in name for c in ' \t<>()[],;:"\\|/')
+    shown = address.encode("unicode_escape").decode("ascii")
+    raise DataError(f"malformed {what}: '{shown}' (expected a bare address, local@domain)")
 
 
 def split_address(address: str) -> tuple[str, str | None]:
@@ -109,33 +88,26 @@ def split_address(address: str) -> tuple[str, str | None]:
 
 
 def parse_recipient_args(args: Iterable[str]) -> list[str]:
-    """Command-line recipients: each may be a comma list and may use `Name <addr>`."""
+    """Command-line recipients: each may be a comma list and may use `Name <addr>`; the
+    envelope forms, deduplicated (`relay.recipients.dedupe`). Refused (DataError): what
+    `relay.recipients.classify` refuses, and file and pipe targets."""
+    from relay.recipients import LOCAL, argument, split_list
+
     out: list[str] = []
     for arg in args:
-        if PLAIN_ADDRESS.fullmatch(arg) or (arg.isalnum() and arg.isascii()):
-            out.append(arg)
+        if PLAIN_ADDRESS.fullmatch(arg) and not arg.startswith("-"):
+            out.append(arg)  # the common case, as `classify` would return it
             continue
-        from email.utils import getaddresses
-
-        if any(ord(c) < 32 for c in arg):
-            validate_address(arg, "recipient")  # raises, naming the control character
-        found = [addr for _name, addr in getaddresses([arg]) if addr]
-        if not found:
-            raise DataError(f"malformed recipient: '{arg}'")
-        out.extend(found)
-    return out
+        for item in split_list(arg) or [arg]:
+            found = argument(item)
+            out.append(found.address if found.kind == LOCAL else found.envelope)
+    return dedupe(out, dedupe_key)
 
 
 def idna_address(address: str) -> str:
-    """Encode a non-ASCII domain with IDNA; the local part is left to SMTPUTF8."""
-    local, domain = split_address(address)
-    if domain is None or domain.isascii():
-        return address
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii")
-    except UnicodeError as err:
-        raise DataError(f"domain cannot be encoded with IDNA: '{domain}' ({err})") from None
-    return f"{local}@{ascii_domain}"
+    """The envelope form of an address (`relay.recipients.envelope_address`): the domain
+    in IDNA A-labels and lower case; the local part is left as written (SMTPUTF8)."""
+    return envelope_address(address)
 
 
 def local_domains(config: Config) -> frozenset[str]:
@@ -355,15 +327,13 @@ class Resolver:
             except (NoUserError, DataError) as err:
                 failures.append(err)
                 continue
-            for address in resolved.addresses:
-                if address not in final:
-                    final.append(address)
+            final.extend(resolved.addresses)
         if failures:
             first = failures[0]
             if len(failures) > 1:
                 first.message += f" (and {len(failures) - 1} more refused)"
             raise first
-        return final
+        return dedupe(final, dedupe_key)
 
 
 # --- the envelope as a value ------------------------------------------------------------

@@ -275,10 +275,31 @@ class Message:
         return [addr for _display, addr in getaddresses(values) if addr]
 
     def header_recipients(self) -> list[str]:
-        """`-t`: To, Cc, Bcc; only the Resent- ones when there are any (RFC 5322 3.6.6)."""
+        """`-t`: To, Cc, Bcc; only the Resent- ones when there are any (RFC 5322 3.6.6).
+
+        Read by `relay.recipients` like a command-line recipient, so a header that would
+        send somewhere else than it seems to (`$(x)@example.org`) is refused, not
+        reinterpreted; envelope forms, deduplicated."""
+        names = ("to", "cc", "bcc")
         if any(self.has(n) for n in ("resent-to", "resent-cc", "resent-bcc")):
-            return self.addresses("resent-to", "resent-cc", "resent-bcc")
-        return self.addresses("to", "cc", "bcc")
+            names = ("resent-to", "resent-cc", "resent-bcc")
+        values = [v for name in names for v in self.values(name)]
+        simple = [_simple_address(value.strip()) for value in values]
+        if all(simple):
+            return [address for address in simple if address]
+        from relay.recipients import ADDRESS, LOCAL, dedupe, parse_list
+
+        found = []
+        for name in names:
+            for value in self.values(name):
+                for recipient in parse_list(value, f"{name.title()} header recipient"):
+                    if recipient.kind not in (ADDRESS, LOCAL):
+                        raise DataError(
+                            f"{recipient.kind} recipient refused in the {name.title()} "
+                            f"header: '{recipient.address}'"
+                        )
+                    found.append(recipient)
+        return [r.envelope if r.kind == ADDRESS else r.address for r in dedupe(found)]
 
     def from_address(self) -> str | None:
         found = self.addresses("from")

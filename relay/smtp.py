@@ -372,11 +372,15 @@ class Session:
         else:
             size, eight_bit, chunks = data.size, data.eight_bit, data.chunks()
         options = []
-        needs_utf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
-        if needs_utf8:
+        utf8 = [a for a in (sender, *recipients) if not a.isascii()]
+        if utf8:
+            # RFC 6531: a UTF-8 mailbox travels only where the server offers SMTPUTF8.
             if not client.has_extn("smtputf8"):
                 raise DataError(
-                    f"an address has a non-ASCII local part and {self.hub} does not offer SMTPUTF8"
+                    f"<{utf8[0]}> has a non-ASCII local part and {self.hub} does not offer "
+                    "SMTPUTF8 (RFC 6531); nothing sent: use an ASCII address for this "
+                    "mailbox, or a mailhub that offers SMTPUTF8",
+                    step="MAIL FROM",
                 )
             options.append("SMTPUTF8")
         if eight_bit and client.has_extn("8bitmime"):

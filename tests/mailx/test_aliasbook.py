@@ -565,6 +565,20 @@ def test_explain_tree() -> None:
     assert [(s.text, s.line) for s in tree.children[0].children] == [("alice@x.org", 1)]
 
 
+def test_explain_shows_each_alias_once_so_big_trees_stay_small() -> None:
+    text = "".join(f"alias t{i} t{i + 1} t{i + 1}\n" for i in range(24))
+    rc = rc_of(text + "alias t24 a@example.org\n")
+    tree = explain(rc, "t0")
+    depth = 0
+    while tree.children and tree.children[0].kind == "alias":
+        assert [c.kind for c in tree.children] == ["alias", "repeat"]
+        tree = tree.children[0]
+        depth += 1
+    assert depth == 24
+    assert [(c.text, c.kind) for c in tree.children] == [("a@example.org", "address")]
+    assert final_addresses(rc, "t0") == ["a@example.org"]
+
+
 def test_explain_marks_loops() -> None:
     rc = rc_of("alias a b\nalias b a\n")
     tree = explain(rc, "a")

@@ -316,15 +316,31 @@ def test_bcc_only_in_the_envelope() -> None:
 
 
 def test_recipients_deduplicated_first_wins_and_empty_cc_vanishes() -> None:
+    # The duplicate key is the relay's: domain case-folded, local part as written.
     draft = Draft(
         to=["A <a@example.com>", "bob", "a@example.com"],
-        cc=["Another A <A@EXAMPLE.COM>", "BOB"],
-        bcc=["bob", "c@example.com", "a@example.com, c@example.com"],
+        cc=["Another A <a@EXAMPLE.COM>", "bob"],
+        bcc=["bob", "c@example.com", "a@Example.Com, c@example.com"],
     )
     raw = wire(draft)
     assert field(raw, "To") == "A <a@example.com>, bob"
     assert "Cc" not in [name for name, _ in head(raw)]
     assert envelope_recipients(draft) == ["a@example.com", "bob", "c@example.com"]
+
+
+def test_local_parts_differing_in_case_are_two_recipients() -> None:
+    # RFC 5321 2.4: only the receiving host may decide that A@x and a@x are one mailbox.
+    draft = Draft(to=["a@example.com", "A@EXAMPLE.COM", "bob", "BOB"])
+    assert field(wire(draft), "To") == "a@example.com, A@EXAMPLE.COM, bob, BOB"
+    assert envelope_recipients(draft) == ["a@example.com", "A@example.com", "bob", "BOB"]
+
+
+def test_header_and_envelope_dedupe_agree_on_domain_case() -> None:
+    draft = Draft(to=["bob@Example.org", "bob@example.org"], cc=["Bob <bob@EXAMPLE.ORG>"])
+    raw = wire(draft)
+    assert field(raw, "To") == "bob@Example.org"
+    assert "Cc" not in [name for name, _ in head(raw)]
+    assert envelope_recipients(draft) == ["bob@example.org"]
 
 
 def test_envelope_order_is_to_cc_bcc() -> None:

@@ -70,7 +70,9 @@ SNAIL_CASES = [c for c in CASES if json.loads((CORPUS / f"{c}.json").read_text()
 @pytest.mark.skipif(SNAIL is None, reason="s-nail is not installed (apt-get install s-nail)")
 @pytest.mark.parametrize("case", SNAIL_CASES)
 def test_corpus_against_real_snail(case: str, tmp_path: Path) -> None:
-    """s-nail sends each alias to exactly the envelope recipients we compute."""
+    """s-nail sends each alias to exactly the envelope recipients we compute; except an
+    alias with a member its `alias` command refused, which s-nail sends to the rest of
+    the group and we refuse whole (65), so that nobody is silently left out."""
     assert SNAIL is not None
     record = tmp_path / "argv"
     mta = tmp_path / "mta"
@@ -81,6 +83,11 @@ def test_corpus_against_real_snail(case: str, tmp_path: Path) -> None:
     rc = evaluate([read_rc(str(CORPUS / f"{case}.rc"))], environ={})
     expected = json.loads((CORPUS / f"{case}.json").read_text())
     for name in expected["aliases"]:
+        if name in rc.rejected:
+            with pytest.raises(DataError, match="refused when the alias was read") as caught:
+                expand_recipients([name], rc)
+            assert caught.value.exit_code == 65
+            continue
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp_path),
@@ -490,3 +497,38 @@ def test_sample_etc_mail_rc_parses_clean() -> None:
         "bob@example.com",
         "someone@example.com",
     ]
+
+
+# --- groups with refused members, big alias trees ---------------------------------------
+
+
+def test_expand_refuses_an_alias_with_a_member_its_alias_command_refused() -> None:
+    rc = rc_of("alias team me, bob@example.org\n")
+    assert "invalid member 'me,'" in rc.diagnostics[0].message
+    assert table(rc) == {"team": ["bob@example.org"]}  # as s-nail reads it
+    with pytest.raises(DataError, match="nothing sent to the group") as caught:
+        expand_recipients(["team"], rc)
+    assert (caught.value.path, caught.value.line, caught.value.exit_code) == ("t.rc", 1, 65)
+    assert [r.envelope for r in expand_recipients(["bob@example.org"], rc)] == ["bob@example.org"]
+
+
+def test_expand_refuses_an_alias_whose_only_member_was_refused() -> None:
+    rc = rc_of("alias ops 'foo bar'\n")
+    with pytest.raises(DataError, match="alias ops: member 'foo bar'"):
+        expand_recipients(["ops"], rc)
+
+
+def test_unalias_forgets_refused_members() -> None:
+    rc = rc_of("alias team me, bob@example.org\nunalias team\nalias team bob@example.org\n")
+    assert [r.envelope for r in expand_recipients(["team"], rc)] == ["bob@example.org"]
+
+
+def test_expand_exponential_tree_is_linear_and_deduplicated() -> None:
+    text = "".join(f"alias t{i} t{i + 1} t{i + 1}\n" for i in range(24))
+    rc = rc_of(text + "alias t24 a@example.org a@EXAMPLE.org 'A'<a@Example.org> b@x.org\n")
+    found = expand_recipients(["t0", "a@example.ORG"], rc)
+    assert [(r.envelope, r.header) for r in found] == [
+        ("a@example.org", "a@example.org"),
+        ("b@x.org", "b@x.org"),
+    ]
+    assert found[0].via[:2] == ("t0", "t1")

@@ -135,6 +135,8 @@ def test_recipient_escapes_add_addresses(fake: Fake, escape: str, attribute: str
         "~c a@example.com\rBcc: evil@example.org",
         "~b <unclosed@example.com",
         "~t jürgen@example.com",
+        "~t ok@example.com, $(touch x)@example.org",
+        "~c a@example.org <b@example.org>",
     ],
 )
 def test_a_bad_address_adds_nothing_from_the_line(fake: Fake, line: str) -> None:

@@ -45,7 +45,14 @@ EXPECTED = {
     "OutputClosedError": os.EX_IOERR,
     "MtaFailedError": os.EX_SOFTWARE,
     "InternalError": os.EX_SOFTWARE,
+    # Its status is 128 + its signal, from its data (test below); the class alone is none.
+    "Interrupted": os.EX_SOFTWARE,
 }
+
+
+def test_a_stop_by_a_signal_is_128_plus_the_signal() -> None:
+    assert errors.Interrupted("stopped by SIGTERM", signal_number=15).exit_code == 143
+    assert errors.Interrupted("hangup", signal_number=1).exit_code == 129
 
 
 def every_error_class() -> list[type[RelayError]]:

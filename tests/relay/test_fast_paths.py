@@ -84,9 +84,9 @@ def test_plain_addresses_are_what_the_email_package_reads(address: str) -> None:
     assert parsed.username and parsed.domain
     assert parsed.addr_spec == address
     assert email.utils.getaddresses([address]) == [("", address)]
-    if not address.startswith("-"):  # refused earlier: it looks like an option
+    if not address.startswith("-"):  # refused: it looks like an option
         assert envelope.validate_address(address) == address
-    assert envelope.parse_recipient_args([address]) == [address]
+        assert envelope.parse_recipient_args([address]) == [address]
 
 
 @settings(max_examples=300, deadline=None)
