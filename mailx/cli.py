@@ -500,6 +500,15 @@ class Session:
                 say(warning)
             password = relay.resolve_password(config) if config.auth_user else None
         except RelayError as err:
+            if relay.needs_service(err):  # the system relay sends for us (mailx-relayd(8))
+                request = relay.Request(
+                    tuple(envelope), envelope_from=address, full_name=name,
+                    verbose=self.request.verbose or self.var("verbose") is not None,
+                )  # fmt: skip
+                return relay.hand_off(
+                    request, self.wire_input(message), prog=PROG,
+                    dead_letter=self.dead_letter_path(), environ=self.environ,
+                )  # fmt: skip
             self.keep_message(message, err)
             raise
         result = relay.submit(

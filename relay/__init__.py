@@ -65,17 +65,22 @@ def reader_gone() -> int:
 
 if TYPE_CHECKING:
     from relay.aliases import Expanded, expand
+    from relay.client import hand_off, needs_service
     from relay.config import Config
     from relay.config import load as load_config
     from relay.credentials import resolve as resolve_password
     from relay.deadletter import save as save_dead_letter
     from relay.envelope import Identity, current_identity, validate_address
+    from relay.handoff import Request
     from relay.message import Spooled
     from relay.submission import Result, submit
 
 _LAZY = {
     "Expanded": ("relay.aliases", "Expanded"),
     "expand": ("relay.aliases", "expand"),
+    "hand_off": ("relay.client", "hand_off"),
+    "needs_service": ("relay.client", "needs_service"),
+    "Request": ("relay.handoff", "Request"),
     "Config": ("relay.config", "Config"),
     "load_config": ("relay.config", "load"),
     "resolve_password": ("relay.credentials", "resolve"),
@@ -112,6 +117,7 @@ __all__ = [
     "NoUserError",
     "ProtocolError",
     "RelayError",
+    "Request",
     "Result",
     "Spooled",
     "TempFailError",
@@ -121,7 +127,9 @@ __all__ = [
     "current_identity",
     "expand",
     "finish",
+    "hand_off",
     "load_config",
+    "needs_service",
     "resolve_password",
     "save_dead_letter",
     "submit",

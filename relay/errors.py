@@ -103,6 +103,8 @@ class ConfigError(RelayError):
     """Configuration missing, unreadable or malformed."""
 
     exit_code = os.EX_CONFIG
+    #: The errno when a file could not be opened (EACCES: hand off to the system relay).
+    errno: int | None = None
 
 
 class CantCreateError(RelayError):

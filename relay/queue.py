@@ -131,6 +131,8 @@ class Entry:
     dead_letter: str | None = None
     #: Recipients the server already accepted (never sent to again).
     delivered: tuple[str, ...] = ()
+    #: The sender's uid as the kernel reported it (None: written before uids were kept).
+    uid: int | None = None
 
     def due(self, now: float) -> bool:
         return self.next_try <= now
@@ -142,6 +144,8 @@ class Entry:
         data: dict[str, Any] = {"version": FORMAT_VERSION, **asdict(self)}
         data["recipients"] = list(self.recipients)
         data["delivered"] = list(self.delivered)
+        if self.uid is None:  # unknown: the sidecar stays as it was before uids were kept
+            del data["uid"]
         # ASCII with escapes: a header-derived value may hold surrogates (8-bit bytes).
         return json.dumps(data, indent=1).encode("ascii") + b"\n"
 
@@ -179,7 +183,17 @@ class Entry:
             mailhub=mailhub,
             dead_letter=_optional(data, "dead_letter"),
             delivered=_addresses(data.get("delivered", []), "delivered"),
+            uid=_optional_uid(data),
         )
+
+
+def _optional_uid(data: Mapping[str, Any]) -> int | None:
+    value = data.get("uid")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValueError(f"{META}: uid is not a uid")
+    return value
 
 
 def _text(data: Mapping[str, Any], key: str, *, allow_empty: bool = False) -> str:
@@ -314,6 +328,7 @@ class Queue:
         last_error: str | None = None,
         next_try: float | None = None,
         now: float | None = None,
+        uid: int | None = None,
     ) -> Entry:
         """Store a message durably (protocol in the module docstring); returns its entry.
 
@@ -336,6 +351,7 @@ class Queue:
             message_id=message_id,
             mailhub=mailhub,
             dead_letter=dead_letter,
+            uid=uid,
         )
         committed = False
         try:

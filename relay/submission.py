@@ -41,6 +41,8 @@ class Prepared(NamedTuple):
     sender: Sender
     recipients: tuple[str, ...]
     fixups: Fixups
+    #: The submitter's uid, recorded in a queue entry (who queued what, for root's mailq).
+    uid: int | None = None
 
     @property
     def message_id(self) -> str | None:
@@ -113,7 +115,7 @@ def prepare(
         replace_from=sender.replace_from,
         msgid_domain=domain or config.hostname or "localhost",
     )
-    return Prepared(parsed, sender, tuple(final), fixups)
+    return Prepared(parsed, sender, tuple(final), fixups, who.uid)
 
 
 def make_resolver(config: Config) -> Resolver:
@@ -212,8 +214,12 @@ def submit(
     verbose: TextIO | None = None,
     dead_letter: str | None = None,
     resolver: Resolver | None = None,
+    keep_on_failure: bool = True,
 ) -> Result:
     """Deliver a message now, queue it, or keep it, as `config.queue` says (module doc).
+
+    `keep_on_failure=False` is the submission service's: its client keeps the message in
+    its own dead.letter, and the service must never write into a user's home.
 
     Returns a `Result`: delivered (`recipients`), queued (`queued_id`, `queued_reason`),
     or both after a partial delivery whose refusals were all temporary.
@@ -241,7 +247,8 @@ def submit(
             return enqueue(prepared, config, dead_letter=dead_letter, reason=ALWAYS_REASON)
         return _deliver_or_queue(prepared, config, password, verbose, dead_letter)
     except RelayError as err:
-        keep(err, raw, who, config, dead_letter)
+        if keep_on_failure:
+            keep(err, raw, who, config, dead_letter)
         raise
 
 
@@ -334,6 +341,7 @@ def enqueue(
                 last_error=str(failure) if failure is not None else None,
                 next_try=now + (queue.backoff_delay(1, config.queue_backoff) if blame else 0),
                 now=now,
+                uid=prepared.uid,
             )
     except RelayError as err:
         if failure is not None:
