@@ -574,8 +574,6 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
     except RelayError as err:
         log(str(err))
         return os.EX_CONFIG
-    for warning in config.warnings:
-        log(warning)
     bound: Bound | None = None
     try:
         listener = activated_socket()
@@ -591,6 +589,8 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
     except RelayError as err:
         log(str(err))
         return err.exit_code
+    for warning in config.warnings:  # after the socket: a refused second start says one line
+        log(warning)
     if idle is None:
         idle = SOCKET_ACTIVATED_IDLE if bound is None else 0.0
     service = Service(listener, config_arg, config, idle)
