@@ -424,3 +424,38 @@ def test_the_password_reaches_nobody(host: Site, secure_hub: MailHub, ca_file: P
         assert secret not in output
     for path in host.written_files():
         assert secret not in path.read_bytes(), path
+
+
+def test_socket_activation_serves_and_exits_when_idle(
+    host: Site, secure_hub: MailHub, ca_file: Path
+) -> None:
+    configure(host, secure_hub, ca_file)
+    host.socket.parent.mkdir(mode=0o755)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(host.socket))
+    host.socket.chmod(0o666)
+    listener.listen()
+
+    def as_fd_3() -> None:
+        os.dup2(listener.fileno(), 3)
+
+    # systemd's contract: fd 3, LISTEN_FDS=1 and LISTEN_PID naming the service's own pid
+    # (`exec` keeps the shell's pid).
+    script = f"LISTEN_PID=$$ LISTEN_FDS=1 exec {command('mailx-relayd')} --idle-timeout 2"
+    with open(host.log, "ab") as log:
+        service = subprocess.Popen(
+            ["sh", "-c", script], env=host.env(), stderr=log, preexec_fn=as_fd_3, pass_fds=(3,)
+        )
+    try:
+        done = host.user("sendmail", ["a@example.com"], stdin=b"Subject: act\n\nhi\n")
+        assert done.returncode == 0, done.stderr
+        assert service.wait(30) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+        listener.close()
+    (received,) = secure_hub.wait_for(1)
+    assert parsed(received.data)["Subject"] == "act"
+    assert "the socket systemd passed" in host.log_text()
+    assert "idle for 2 s, exiting" in host.log_text()
+    assert host.socket.exists()  # systemd's socket: not ours to remove
