@@ -610,5 +610,7 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
     finally:
         if bound is not None:
             bound.close()
+    if service.stopping:
+        log("stopping: clients in progress are finished first")
     # Clients in progress finish (their threads are not daemons): nothing is cut short.
     return os.EX_OK

@@ -459,3 +459,31 @@ def test_socket_activation_serves_and_exits_when_idle(
     assert "the socket systemd passed" in host.log_text()
     assert "idle for 2 s, exiting" in host.log_text()
     assert host.socket.exists()  # systemd's socket: not ours to remove
+
+
+def test_sighup_rereads_the_configuration_and_a_broken_one_is_not_taken(
+    host: Site, mailhub: MailHubFactory, ca_file: Path
+) -> None:
+    first, second = mailhub(), mailhub()
+    configure(host, first, ca_file, AuthPass=None, AuthUser=None)
+    service = host.start()
+    configure(host, second, ca_file, AuthPass=None, AuthUser=None)
+    service.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "configuration reloaded" not in host.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done = host.user("sendmail", ["a@example.com"], stdin=b"Subject: 2\n\nx\n")
+    assert done.returncode == 0, done.stderr
+    assert len(second.wait_for(1)) == 1 and first.messages == []
+    host.conf.write_text("mailhub=\n")
+    service.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload failed" not in host.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "keeping the previous configuration" in host.log_text()
+    done = host.user("sendmail", ["b@example.com"], stdin=b"Subject: 3\n\nx\n")
+    assert done.returncode == 0, done.stderr
+    assert len(second.wait_for(2)) == 2
+    host.stop()
+    assert service.returncode == 0
+    assert "stopping" in host.log_text()
