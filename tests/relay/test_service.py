@@ -360,3 +360,26 @@ def test_hub_down_through_the_service_names_the_queue_entry(
     meta = json.loads((tmp_path / "queue" / "new" / entry_id / "meta.json").read_text())
     assert meta["uid"] == 1500
     assert b"from userid 1500" in (tmp_path / "queue" / "new" / entry_id / "message").read_bytes()
+
+
+# -- the sender's uid in queue entries --------------------------------------------------------
+
+
+def test_queue_entries_keep_the_senders_uid(tmp_path: Path) -> None:
+    from relay.queue import Entry, Queue
+
+    with Queue.open(str(tmp_path / "q")) as spool:
+        entry = spool.enqueue(
+            b"Subject: u\r\n\r\nx\r\n", sender="a@x", recipients=["b@y"], uid=1500
+        )
+        legacy = spool.enqueue(b"Subject: l\r\n\r\nx\r\n", sender="a@x", recipients=["b@y"])
+    raw = (tmp_path / "q" / "new" / entry.id / "meta.json").read_bytes()
+    assert json.loads(raw)["uid"] == 1500
+    assert Entry.from_json(raw, entry.id).uid == 1500
+    old = (tmp_path / "q" / "new" / legacy.id / "meta.json").read_bytes()
+    assert "uid" not in json.loads(old)  # as entries were written before uids were kept
+    assert Entry.from_json(old, legacy.id).uid is None
+    forged = json.loads(raw)
+    forged["uid"] = "0"
+    with pytest.raises(ValueError, match="uid"):
+        Entry.from_json(json.dumps(forged).encode(), entry.id)
