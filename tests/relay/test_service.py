@@ -383,3 +383,16 @@ def test_queue_entries_keep_the_senders_uid(tmp_path: Path) -> None:
     forged["uid"] = "0"
     with pytest.raises(ValueError, match="uid"):
         Entry.from_json(json.dumps(forged).encode(), entry.id)
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    ["|/bin/sh -c id", "/tmp/planted", ":include:/etc/passwd", "-oQ/tmp", "a@b\r\nRCPT TO:<x@y>"],
+)
+def test_a_recipient_naming_a_file_or_command_is_refused(tmp_path: Path, recipient: str) -> None:
+    """The service never opens a path or runs a command a client names."""
+    conf = write_config(tmp_path, None, mailhub=f"127.0.0.1:{closed_port()}")
+    request = handoff.Request((recipient,))
+    answer = service.deliver(load(str(conf)), request, b"Subject: x\n\nhi\n", 1500, "h")
+    assert answer.status == os.EX_DATAERR
+    assert not (tmp_path / "queue").exists()  # not even queued
