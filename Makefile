@@ -39,8 +39,11 @@ DESTDIR ?=
 SBIN ?= /usr/sbin
 LINK_BIN ?=
 INSTALL_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
+# Empty UNIT_DIR: /etc/systemd/system when it exists, else $(PREFIX)/share/systemd.
+UNIT_DIR ?=
+SPOOL_DIR ?= /var/spool/mailx-relay
 INSTALL_VARS = PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' SBIN='$(SBIN)' LINK_BIN='$(LINK_BIN)' \
-	INSTALL_PYTHON='$(INSTALL_PYTHON)'
+	INSTALL_PYTHON='$(INSTALL_PYTHON)' UNIT_DIR='$(UNIT_DIR)' SPOOL_DIR='$(SPOOL_DIR)'
 
 install:
 	@$(INSTALL_VARS) sh tools/install.sh

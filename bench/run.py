@@ -1,4 +1,4 @@
-"""`make bench`: mailx-relay against msmtp (and s-nail), side by side, targets T1-T8.
+"""`make bench`: mailx-relay against msmtp (and s-nail), side by side, targets T1-T9.
 
 Why it matters: docs/architecture.md. Every scenario runs the candidate and the baseline in turns
 (candidate first on even rounds, baseline first on odd ones), after one unmeasured warm-up
@@ -15,6 +15,11 @@ rebuilt when the sources change. `BENCH_CANDIDATE=dev` measures the development 
 Environment: BENCH_N (rounds per scenario, default 11), BENCH_BIG_N (rounds for the
 20 MiB scenarios, default 5), BENCH_T5_COUNT (messages in the T5 queue, default 1000),
 BENCH_T5_N (T5 rounds, default 1), BENCH_ONLY (e.g. "T1,T6"), INSTALL_PYTHON.
+
+T9 compares mailx-relay with itself: an unprivileged user (uid 65534, who may not read the
+configuration) sending through a running `mailx-relayd`, against root's in-process send
+of the same message to the same immediate-ACK server. Both sides start under `setpriv`
+(the user's to drop to 65534, root's to stay root) so the exec costs match. T9 needs root.
 """
 
 from __future__ import annotations
@@ -432,6 +437,47 @@ class Bench:
         env = dict(self.env, MAILRC=str(self.work / "snailrc"))
         return lambda rss: run_once(argv, stdin=self.body, env=env, rss=rss)
 
+    # T9: an unprivileged sender through the submission service, and root beside it.
+    def start_service(self) -> None:
+        # The socket's directory must be reachable by uid 65534; the work dir is not
+        # (so neither is the configuration, which is the point).
+        self.run_dir = Path(tempfile.mkdtemp(prefix="mailx-relay-bench-run-"))
+        self.run_dir.chmod(0o755)
+        self.socket = self.run_dir / "submit.sock"
+        self.service = subprocess.Popen(
+            [str(self.bin / "mailx-relayd"), "-C", str(self.work / "relay-quickack.conf"),
+             "--socket", str(self.socket)],
+            env=dict(self.env, RELAY_OFFLINE=str(self.run_dir / "offline")),
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        import socket
+
+        for _ in range(200):
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(self.socket))
+                    return
+                except OSError:
+                    time.sleep(0.05)
+        raise SystemExit("bench: T9: mailx-relayd did not start")
+
+    def stop_service(self) -> None:
+        self.service.terminate()
+        self.service.wait(timeout=30)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def as_user(self, message: Path) -> Callable[[bool], Run]:
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                str(self.bin / "sendmail"), "someone@example.com"]  # fmt: skip
+        env = dict(self.env, RELAY_CONFIG=str(self.work / "relay-quickack.conf"),
+                   RELAY_SOCKET=str(self.socket), HOME=str(self.run_dir))  # fmt: skip
+        return lambda rss: run_once(argv, stdin=message, env=env, rss=rss)
+
+    def as_root(self, message: Path) -> Callable[[bool], Run]:
+        argv = ["setpriv", "--reuid=0", "--regid=0", "--keep-groups", str(self.bin / "sendmail"),
+                "-C", str(self.work / "relay-quickack.conf"), "someone@example.com"]  # fmt: skip
+        return lambda rss: run_once(argv, stdin=message, env=self.env, rss=rss)
+
     # T5: a queue of T5_COUNT messages, filled once, copied before each flush.
     def fill_queue(self) -> Path:
         template = self.work / "queue-template"
@@ -631,6 +677,20 @@ def run_all(bench: Bench) -> list[Row]:
             rounds=T5_N, messages=T5_COUNT, warm_up=False,
         )  # fmt: skip
         rows.append(measure(t5, bench.server))
+    if wanted("T9"):
+        if os.geteuid() != 0 or shutil.which("setpriv") is None:
+            say("T9: skipped (needs root and setpriv to run a sender as uid 65534)")
+        else:
+            bench.start_service()
+            try:
+                t9 = Scenario(
+                    "T9", "unprivileged sendmail via mailx-relayd", "<= 1.2 x root in-process",
+                    bench.as_user(bench.small), bench.as_root(bench.small), "root",
+                    ratio_at_most(1.2),
+                )  # fmt: skip
+                rows.append(measure(t9, bench.server))
+            finally:
+                bench.stop_service()
     rows.sort(key=lambda row: row.scenario.id)
     return rows
 

@@ -302,7 +302,7 @@ def run(request: Request, env: Environment) -> int:
             delivery.show(message, addressed, env)
             return os.EX_OK
         try:
-            delivery.deliver(
+            return delivery.deliver(
                 message,
                 addressed,
                 variables=variables,
@@ -318,7 +318,6 @@ def run(request: Request, env: Environment) -> int:
             # Refused before the relay had it (a big attachment changed under us): the
             # built message cannot be written again, the draft can.
             raise keeper.kept(err, text_of(addressed.draft, env)) from None
-        return os.EX_OK
     except (RelayError, KeyboardInterrupt):
         raise
     except Exception as err:

@@ -127,12 +127,14 @@ def deliver(
     mta_args: Sequence[str],
     env: Environment,
     keeper: Keeper,
-) -> None:
-    """Send (or queue) the message, then record it; raises a RelayError, with
-    `saved_to` set when the message was kept, if it was neither sent nor queued."""
+) -> int:
+    """Send (or queue) the message, then record it, and return 0; raises a RelayError,
+    with `saved_to` set when the message was kept, if it was neither sent nor queued.
+    Handed to the system relay (a user who may not read its configuration), the status
+    is the relay's, already reported."""
     mta = variables.get("mta", variables.get("sendmail"))
     if uses_relay(mta):
-        deliver_relay(
+        status = deliver_relay(
             message,
             addressed,
             variables=variables,
@@ -147,7 +149,10 @@ def deliver(
         deliver_external(
             mta, message, addressed, verbose=verbose, mta_args=mta_args, env=env, keeper=keeper
         )
-    record(message, addressed.sender, variables, env)
+        status = os.EX_OK
+    if status == os.EX_OK:
+        record(message, addressed.sender, variables, env)
+    return status
 
 
 def deliver_relay(
@@ -160,11 +165,13 @@ def deliver_relay(
     show_dialogue: bool,
     env: Environment,
     keeper: Keeper,
-) -> None:
+) -> int:
     """`relay.submit` in this process: delivered, queued, or kept by the relay itself.
 
     The configuration is the user's own account when `mta` names one (`mailx.account`),
     else the system's; never the system's in place of an account that cannot be used.
+    A user who may not read the system's hands the message to the system relay
+    (mailx-relayd(8)), which answers with the status and the lines to print.
     """
     import relay
     from mailx.account import account
@@ -184,6 +191,20 @@ def deliver_relay(
         for warning in warnings:
             env.say(warning)
     except RelayError as err:
+        if relay.needs_service(err):
+            request = relay.Request(
+                tuple(addressed.recipients),
+                envelope_from=envelope_from,
+                full_name=sender.name,
+                verbose=verbose,
+            )
+            return relay.hand_off(
+                request,
+                wire_input(message),
+                prog="mail",
+                dead_letter=keeper.path,
+                environ=env.environ,
+            )
         raise keeper.kept(err, lambda: bytes(message), sender.address or "") from None
     result = relay.submit(
         wire_input(message),
@@ -197,6 +218,7 @@ def deliver_relay(
         env.say(f"delivered to {', '.join(result.recipients)} via {result.mailhub}: {result.reply}")
     if result.queued_id and (config.queue != "always" or verbose):
         env.say(f"queued as {result.queued_id}: {result.queued_reason}")
+    return os.EX_OK
 
 
 def wire_input(message: EmailMessage) -> EmailMessage | Spooled:

@@ -45,6 +45,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from relay.aliases import Expanded, expand
+    from relay.client import hand_off, needs_service
     from relay.config import Config
     from relay.config import from_settings as config_from_settings
     from relay.config import load as load_config
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from relay.entry import finish, reader_gone, stdin_was_closed
     from relay.entry import run as run_command
     from relay.envelope import Envelope, Identity, current_identity, validate_address
+    from relay.handoff import Request
     from relay.message import Spooled
     from relay.recipients import Recipient, dedupe_key, idna_domain, is_local_name
     from relay.recipients import argument as check_recipient_argument
@@ -68,6 +70,9 @@ if TYPE_CHECKING:
 _LAZY = {
     "Expanded": ("relay.aliases", "Expanded"),
     "expand": ("relay.aliases", "expand"),
+    "hand_off": ("relay.client", "hand_off"),
+    "needs_service": ("relay.client", "needs_service"),
+    "Request": ("relay.handoff", "Request"),
     "Config": ("relay.config", "Config"),
     "load_config": ("relay.config", "load"),
     "config_from_settings": ("relay.config", "from_settings"),
@@ -133,6 +138,7 @@ __all__ = [
     "ProtocolError",
     "Recipient",
     "RelayError",
+    "Request",
     "Result",
     "Spooled",
     "TempFailError",
@@ -149,9 +155,11 @@ __all__ = [
     "deliver",
     "expand",
     "finish",
+    "hand_off",
     "idna_domain",
     "is_local_name",
     "load_config",
+    "needs_service",
     "own_home",
     "parse_recipient_list",
     "prepare",

@@ -227,6 +227,8 @@ def _run(opts: Options) -> int:
     try:
         config = config_module.load(opts.config)
     except RelayError as err:
+        if opts.mode == "send" and _may_hand_off(err):
+            return _hand_off(opts)
         if opts.mode == "send":  # the message is waiting on stdin: keep it, not drop it
             _keep_without_config(err, config_module.Config(path=opts.config or "ssmtp.conf"))
         raise
@@ -263,6 +265,37 @@ def _run(opts: Options) -> int:
             return mailq.show(config)
         return mailq.run_flush(config, verbose=opts.verbose, password=opts.auth_pass, prog=PROG)
     return _send(opts, config)
+
+
+def _may_hand_off(err: RelayError) -> bool:
+    from relay.client import needs_service
+
+    return needs_service(err)
+
+
+def _hand_off(opts: Options) -> int:
+    """A user who may not read the configuration: the system relay sends for them
+    (mailx-relayd(8)). Only the message and the envelope wishes travel; -au/-ap/-am
+    cannot (the system relay logs in with its own account)."""
+    from relay.client import hand_off
+    from relay.handoff import Request
+    from relay.message import Spooled, read_input
+
+    if opts.auth_user or opts.auth_pass or opts.auth_method:
+        _say(sys.stderr, "warning: -au, -ap and -am are ignored: the system relay logs in itself")
+    request = Request(
+        tuple(opts.recipients),
+        read_recipients=opts.read_recipients,
+        envelope_from=opts.envelope_from,
+        full_name=opts.full_name,
+        verbose=opts.verbose,
+    )
+    raw = read_input(sys.stdin.buffer)
+    try:
+        return hand_off(request, raw, prog=PROG)
+    finally:
+        if isinstance(raw, Spooled):
+            raw.close()
 
 
 def _keep_without_config(err: RelayError, stand_in: Config) -> None:

@@ -376,7 +376,9 @@ def _read(path: str) -> tuple[str, os.stat_result]:
             info = os.fstat(handle.fileno())
             data = handle.read()
     except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror or err}", path=path) from None
+        failure = ConfigError(f"cannot read: {err.strerror or err}", path=path)
+        failure.errno = err.errno
+        raise failure from None
     try:
         return data.decode("utf-8"), info
     except UnicodeDecodeError as err:

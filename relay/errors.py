@@ -154,6 +154,9 @@ class NoPermError(RelayError):
 class ConfigError(RelayError):
     """Configuration missing, unreadable or malformed."""
 
+    #: The errno when a file could not be opened (EACCES: hand off to the system relay).
+    errno: int | None = None
+
 
 class CantCreateError(RelayError):
     """Cannot create the queue entry or dead.letter file."""

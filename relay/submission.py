@@ -41,15 +41,24 @@ if TYPE_CHECKING:
 class Prepared(Record):
     """A message ready for delivery: fixed-up headers, resolved envelope."""
 
-    __slots__ = ("envelope", "fixups", "message", "sender")
+    __slots__ = ("envelope", "fixups", "message", "sender", "uid")
 
-    def __init__(self, message: Message, sender: Sender, envelope: Envelope, fixups: Fixups):
+    def __init__(
+        self,
+        message: Message,
+        sender: Sender,
+        envelope: Envelope,
+        fixups: Fixups,
+        uid: int | None = None,
+    ):
         self.message = message
         #: How the sender was chosen: From header, per-user mailhub, explanation for -v.
         self.sender = sender
         #: The resolved envelope: `sender.envelope` and the final recipients.
         self.envelope = envelope
         self.fixups = fixups
+        #: The submitter's uid, recorded in a queue entry (who queued what, for mailq).
+        self.uid = uid
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -137,9 +146,10 @@ def prepare(
         wanted += [r for r in parsed.header_recipients() if r not in wanted]
     if not wanted:
         raise UsageError("no recipients: give them as arguments, or use -t with To/Cc/Bcc headers")
+    who = envelope.identity or current_identity()
     sender = addressing.resolve_sender(
         config,
-        envelope.identity or current_identity(),
+        who,
         envelope_from=envelope.envelope_from,
         full_name=envelope.full_name,
         header_from=parsed.from_address(),
@@ -153,7 +163,7 @@ def prepare(
         replace_from=sender.replace_from,
         msgid_domain=domain or config.hostname or "localhost",
     )
-    return Prepared(parsed, sender, envelope.resolved(sender.envelope, final), fixups)
+    return Prepared(parsed, sender, envelope.resolved(sender.envelope, final), fixups, who.uid)
 
 
 def make_resolver(config: Config) -> Resolver:
@@ -264,12 +274,15 @@ def submit(
     envelope_from: str | None = None,
     full_name: str | None = None,
     identity: Identity | None = None,
+    keep_on_failure: bool = True,
 ) -> Result:
     """Deliver a message now, queue it, or keep it, as `config.queue` says (module doc).
 
     `envelope` says who it is from and for, as asked (`relay.envelope.Envelope`). The
     same can be given as keywords instead (`recipients`, `read_recipients`,
     `envelope_from`, `full_name`, `identity`), as `mail` does.
+    `keep_on_failure=False` is the submission service's: its client keeps the message in
+    its own dead.letter, and the service must never write into a user's home.
 
     Returns a `Result`: delivered (`recipients`), queued (`queued_id`, `queued_reason`),
     or both after a partial delivery whose refusals were all temporary.
@@ -302,7 +315,8 @@ def submit(
                 return enqueue(prepared, config, dead_letter=dead_letter, reason=ALWAYS_REASON)
             return _deliver_or_queue(prepared, config, password, verbose, dead_letter)
         except RelayError as err:
-            keep(err, raw, who, config, dead_letter)
+            if keep_on_failure:
+                keep(err, raw, who, config, dead_letter)
             raise
         except Stopped as stop:  # before or after the delivery attempt: keep it
             from relay.errors import Interrupted
@@ -409,6 +423,7 @@ def enqueue(
                 last_error=str(failure) if failure is not None else None,
                 next_try=now + (queue.backoff_delay(1, config.queue_backoff) if blame else 0),
                 now=now,
+                uid=prepared.uid,
             )
     except RelayError as err:
         if failure is not None:

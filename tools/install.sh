@@ -11,19 +11,25 @@
 #                         to NAME.mailx-relay-backup (with dpkg-divert when a package owns
 #                         it, so that package's upgrades go to the backup, not over ours)
 #   $LINK_BIN/NAME        optional symlinks to $PREFIX/bin/NAME (not sendmail)
+#   $UNIT_DIR/*           the systemd units (flush timer, mailx-relayd socket and service),
+#                         ExecStart= pointing into $PREFIX/bin; /etc/systemd/system when
+#                         it exists, else $PREFIX/share/systemd (not enabled either way)
+#   $SPOOL_DIR            the system queue (0755 root) and its offline drop $OFFLINE_DIR
+#                         (1733 root), created when missing; uninstall leaves them alone
 # Running it again upgrades in place: the venv is rebuilt, the records are kept.
 #
 # Settings (environment; the Makefile passes its variables of the same names):
 #   PREFIX=/opt/mailx-relay  DESTDIR=  SBIN=/usr/sbin (empty: leave it alone)
 #   LINK_BIN= (e.g. /usr/local/bin)  INSTALL_PYTHON=/usr/bin/python3  PIP_ARGS=
 #   ALTERNATIVES=update-alternatives (empty: plain symlink)  ALTERNATIVES_PRIORITY=50
+#   UNIT_DIR= (empty: as above)  SPOOL_DIR=/var/spool/mailx-relay  OFFLINE_DIR=$SPOOL_DIR/offline
 #   ALTDIR, ALT_ADMINDIR, ALT_LOG, DPKG_ADMINDIR: the dpkg databases (tests point them
 #   into a scratch directory so that they never touch the real ones).
 # With DESTDIR (staging for a package) the files go under DESTDIR with their final paths
 # inside, and neither alternatives nor diversions are touched: a package's postinst does that.
 set -eu
 
-NAMES="mail mailx mailq mail-alias sendmail"
+NAMES="mail mailx mailq mail-alias sendmail mailx-relayd"
 LINK_NAMES="mail mailx mailq mail-alias"
 SBIN_NAMES="sendmail mailq"
 BACKUP_SUFFIX=.mailx-relay-backup
@@ -40,6 +46,9 @@ ALTDIR=${ALTDIR:-/etc/alternatives}
 ALT_ADMINDIR=${ALT_ADMINDIR:-/var/lib/dpkg/alternatives}
 ALT_LOG=${ALT_LOG:-/var/log/alternatives.log}
 DPKG_ADMINDIR=${DPKG_ADMINDIR:-/var/lib/dpkg}
+UNIT_DIR=${UNIT_DIR:-}
+SPOOL_DIR=${SPOOL_DIR:-/var/spool/mailx-relay}
+OFFLINE_DIR=${OFFLINE_DIR:-$SPOOL_DIR/offline}
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=${DESTDIR%/}
@@ -52,6 +61,16 @@ die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
 case $PREFIX in /*) ;; *) die "PREFIX must be an absolute path, not '$PREFIX'" ;; esac
 case $SBIN in /*|'') ;; *) die "SBIN must be an absolute path or empty, not '$SBIN'" ;; esac
 case $LINK_BIN in /*|'') ;; *) die "LINK_BIN must be an absolute path, not '$LINK_BIN'" ;; esac
+case $UNIT_DIR in /*|'') ;; *) die "UNIT_DIR must be an absolute path, not '$UNIT_DIR'" ;; esac
+case $SPOOL_DIR$OFFLINE_DIR in /*/*) ;; *) die "SPOOL_DIR and OFFLINE_DIR must be absolute paths" ;; esac
+if [ -z "$UNIT_DIR" ]; then
+    if [ -d "$ROOT/etc/systemd/system" ]; then
+        UNIT_DIR=/etc/systemd/system
+    else
+        UNIT_DIR=$PREFIX/share/systemd
+    fi
+fi
+UNITS="mailx-relay-flush.service mailx-relay-flush.timer mailx-relayd.socket mailx-relayd.service"
 
 # One line per change, final paths (without DESTDIR), tab-separated; kept on re-install.
 # Parents of PREFIX that had to be created wait in $pending until PREFIX exists.
@@ -110,6 +129,11 @@ for page in "$SRC"/man/*.[1-9]; do
     dest=$PREFIX/share/man/man$section/$(basename "$page")
     if [ -e "$ROOT$dest" ] && ! recorded file "$dest"; then
         die "$ROOT$dest exists and was not installed by this script; choose another PREFIX"
+    fi
+done
+for unit in $UNITS; do
+    if [ -e "$ROOT$UNIT_DIR/$unit" ] && ! recorded file "$UNIT_DIR/$unit"; then
+        die "$ROOT$UNIT_DIR/$unit exists and was not installed by this script; remove it or set UNIT_DIR"
     fi
 done
 if [ -n "$SBIN" ] && [ -z "$ROOT" ] && [ "$reinstall" = no ]; then
@@ -192,6 +216,44 @@ if [ -n "$LINK_BIN" ]; then
     done
     say "linked $LINK_NAMES into $ROOT$LINK_BIN"
 fi
+
+# ---------------------------------------------------------------- systemd units and the spool
+# The units name the commands by absolute path: systemd's search path could find another
+# MTA's mailq (or none), and pip's mailx-relayd is not ours.
+make_dirs "$UNIT_DIR"
+for unit in $UNITS; do
+    sed -e "s|^ExecStart=mailq |ExecStart=$PREFIX/bin/mailq |" \
+        -e "s|^ExecStart=mailx-relayd\$|ExecStart=$PREFIX/bin/mailx-relayd|" \
+        -e "s|^ReadWritePaths=/var/spool/mailx-relay\$|ReadWritePaths=$SPOOL_DIR|" \
+        "$SRC/etc/systemd/$unit" >"$ROOT$UNIT_DIR/$unit"
+    chmod 644 "$ROOT$UNIT_DIR/$unit"
+    record file "$UNIT_DIR/$unit"
+done
+if [ "$UNIT_DIR" != "$PREFIX/share/systemd" ]; then
+    say "systemd units in $ROOT$UNIT_DIR; enable with: systemctl daemon-reload && systemctl enable --now mailx-relayd.socket mailx-relay-flush.timer"
+else
+    say "systemd units in $ROOT$UNIT_DIR (see README, Install); without systemd, start the service with: $PREFIX/bin/mailx-relayd &"
+fi
+
+# The system queue, and the offline drop inside it: every user may leave a file there
+# (sticky, not listable), so the queue directory must be searchable by them.
+if [ ! -d "$ROOT$SPOOL_DIR" ]; then
+    mkdir -p "$ROOT$SPOOL_DIR"
+    chmod 755 "$ROOT$SPOOL_DIR"
+    say "created the system queue $ROOT$SPOOL_DIR"
+elif [ -n "$(find "$ROOT$SPOOL_DIR" -maxdepth 0 ! -perm -o+x)" ]; then
+    chmod go+x "$ROOT$SPOOL_DIR"
+    say "made $ROOT$SPOOL_DIR searchable by every user (for the offline drop inside)"
+fi
+if [ ! -d "$ROOT$OFFLINE_DIR" ]; then
+    mkdir -p "$ROOT$OFFLINE_DIR"
+fi
+chmod 1733 "$ROOT$OFFLINE_DIR"
+if [ "$(id -u)" = 0 ]; then
+    chown 0:0 "$ROOT$SPOOL_DIR" "$ROOT$OFFLINE_DIR"
+fi
+record spool "$SPOOL_DIR" "$OFFLINE_DIR"
+say "offline drop $ROOT$OFFLINE_DIR (mode 1733)"
 
 # ---------------------------------------------------------------- sendmail and mailq in SBIN
 [ -n "$SBIN" ] || { say "SBIN is empty: /usr/sbin/sendmail left alone"; exit 0; }

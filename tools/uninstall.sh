@@ -1,7 +1,8 @@
 #!/bin/sh
 # Undo tools/install.sh: `make uninstall` runs this (README, "Uninstall").
 #
-# Reads $PREFIX/install-state and undoes each recorded change, last first: the sendmail
+# Reads $PREFIX/install-state and undoes each recorded change, last first (the systemd units
+# go; the system queue and its offline drop stay, with a count of what they hold): the sendmail
 # alternative (with its mailq slave) or links go, what was in $SBIN/sendmail and
 # $SBIN/mailq before comes back (from the backup, or by removing the dpkg diversion), the links, man pages and venv go, and the
 # directories install created are removed when empty. Nothing else is touched: a path that
@@ -88,6 +89,13 @@ undo_link() {  # path target
     fi
 }
 
+report_spool() {  # spool offline: left alone, but say what it still holds
+    queued=$(find "$ROOT$1/new" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+    dropped=$(find "$ROOT$2" -mindepth 1 -maxdepth 1 -name 'msg.*' 2>/dev/null | wc -l)
+    total=$((queued + dropped))
+    say "left the system queue $ROOT$1 alone: it still holds $total entries ($queued queued, $dropped in the offline drop); deliver them first (mailq --flush, before uninstalling) or remove it by hand"
+}
+
 undo_dir() {  # path
     [ -d "$ROOT$1" ] || return 0
     if ! rmdir "$ROOT$1" 2>/dev/null; then
@@ -109,6 +117,7 @@ while IFS=$TAB read -r kind a b c d e; do
         file) rm -f "$ROOT$a" ;;
         tree) rm -rf "$ROOT$a" ;;
         dir) undo_dir "$a" ;;
+        spool) report_spool "$a" "$b" ;;
         '') ;;
         *) warn "unknown record '$kind' in $STATE: skipped" ;;
     esac

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +29,13 @@ from tests.relayconf import write_config
 pytestmark = pytest.mark.interop
 
 PROJECT = Path(__file__).resolve().parents[2]
-COMMANDS = ("mail", "mailx", "mailq", "mail-alias", "sendmail")
+COMMANDS = ("mail", "mailx", "mailq", "mail-alias", "sendmail", "mailx-relayd")
+UNITS = (
+    "mailx-relay-flush.service",
+    "mailx-relay-flush.timer",
+    "mailx-relayd.socket",
+    "mailx-relayd.service",
+)
 FAKE_MTA = b'#!/bin/sh\necho fake-mta "$@"\n'
 Snapshot = dict[str, tuple[object, ...]]
 
@@ -81,7 +88,14 @@ def make(target: str, env: Mapping[str, str], **variables: str) -> subprocess.Co
 def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """The sandbox root, a fake MTA in its sbin, and the environment pointing dpkg into it."""
     root = tmp_path / "root"
-    for directory in ("sbin", "opt", "usr/local/bin", "etc/alternatives", "dpkg/alternatives"):
+    for directory in (
+        "sbin",
+        "opt",
+        "usr/local/bin",
+        "etc/alternatives",
+        "etc/systemd/system",
+        "dpkg/alternatives",
+    ):
         (root / directory).mkdir(parents=True)
     for name in ("sendmail", "mailq"):
         (root / "sbin" / name).write_bytes(FAKE_MTA)
@@ -101,6 +115,10 @@ def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
             "ALT_ADMINDIR": str(root / "dpkg/alternatives"),
             "ALT_LOG": str(tmp_path / "alternatives.log"),
             "DPKG_ADMINDIR": str(dpkg),
+            # Never the host's units or spool. The spool is outside the root: uninstall
+            # leaves it, so it is not part of "as it was".
+            "UNIT_DIR": str(root / "etc/systemd/system"),
+            "SPOOL_DIR": str(tmp_path / "spool"),
         }
     )
     return root, env
@@ -148,6 +166,22 @@ def test_install_deliver_uninstall_leaves_the_sandbox_as_it_was(
     for page in (PROJECT / "man").glob("*.[1-9]"):
         installed = prefix / "share/man" / f"man{page.suffix[1:]}" / page.name
         assert installed.read_bytes() == page.read_bytes()
+    # The units, naming our commands by absolute path; the spool and its offline drop.
+    units = root / "etc/systemd/system"
+    for unit in UNITS:
+        assert (units / unit).exists(), unit
+    assert f"ExecStart={prefix}/bin/mailq --flush" in (units / UNITS[0]).read_text()
+    relayd = (units / "mailx-relayd.service").read_text()
+    assert f"\nExecStart={prefix}/bin/mailx-relayd\n" in relayd
+    assert f"\nReadWritePaths={tmp_path / 'spool'}\n" in relayd
+    socket_unit = (units / "mailx-relayd.socket").read_text()
+    assert "ListenStream=/run/mailx-relay/submit.sock" in socket_unit
+    assert "SocketMode=0666" in socket_unit
+    assert "systemctl enable --now mailx-relayd.socket" in done.stdout
+    spool = tmp_path / "spool"
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o755
+    assert stat.S_IMODE((spool / "offline").stat().st_mode) == 0o1733
+    assert (spool / "offline").stat().st_uid == 0
     # A venv of the system python, holding a real (not editable) install.
     assert (prefix / "venv/bin/python").resolve() == Path(python).resolve()
     script = (prefix / "venv/bin/sendmail").read_text()
@@ -190,9 +224,12 @@ def test_install_deliver_uninstall_leaves_the_sandbox_as_it_was(
     assert second.rcpt_tos == ["admin@example.com"]  # root= of write_config
     assert second.message()["Subject"] == "t"
 
+    (spool / "offline" / "msg.1.2.3").write_bytes(b"x")  # a user's drop, not picked up yet
     done = make("uninstall", env, **where)
     assert done.returncode == 0, done.stdout + done.stderr
     assert snapshot(root) == before
+    assert "it still holds 1 entries (0 queued, 1 in the offline drop)" in done.stdout
+    assert (spool / "offline" / "msg.1.2.3").exists()
     log = (tmp_path / "alternatives.log").read_text()
     assert "--install" in log
     assert "link group sendmail fully removed" in log
@@ -258,6 +295,7 @@ def test_package_owned_sendmail_is_diverted_and_upgrade_keeps_the_records(
 def test_destdir_stages_with_final_paths_and_touches_no_database(tmp_path: Path) -> None:
     install_python()
     root, env = sandbox(tmp_path)
+    del env["UNIT_DIR"], env["SPOOL_DIR"]  # the defaults, inside DESTDIR
     stage = tmp_path / "stage"
     stage.mkdir()
     before = snapshot(root)
@@ -274,9 +312,20 @@ def test_destdir_stages_with_final_paths_and_touches_no_database(tmp_path: Path)
     assert os.readlink(prefix / "bin/mail") == "../venv/bin/mail"
     assert snapshot(root) == before  # no alternative, no diversion, nothing outside DESTDIR
 
+    # No /etc/systemd/system in the stage: the units wait in PREFIX/share/systemd.
+    assert (prefix / "share/systemd/mailx-relayd.socket").exists()
+    offline = stage / "var/spool/mailx-relay/offline"
+    assert stat.S_IMODE(offline.stat().st_mode) == 0o1733
+
     done = make("uninstall", env, **where)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert list(stage.iterdir()) == []
+    # Only the spool is left (uninstall never removes queued mail).
+    assert [str(p.relative_to(stage)) for p in sorted(stage.rglob("*"))] == [
+        "var",
+        "var/spool",
+        "var/spool/mailx-relay",
+        "var/spool/mailx-relay/offline",
+    ]
 
 
 def test_refuses_to_take_over_what_it_did_not_install(tmp_path: Path) -> None:

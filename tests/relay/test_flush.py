@@ -30,7 +30,9 @@ from relay.submission import submit
 from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
 from tests.relayconf import PASSWORD, write_config
 
-ME = Identity("bob", 1000, "Bob Builder")
+# The submitter is the user running the flush (their own queue): its dead.letter is
+# theirs to write. Another uid's entries go to the spool's dead area (test_system_queue).
+ME = Identity("bob", os.getuid(), "Bob Builder")
 
 
 def configure(tmp_path: Path, hub: MailHub | None, **keys: Any) -> Config:

@@ -1,0 +1,621 @@
+"""`mailx-relayd`: the local submission service.
+
+Users who cannot read the relay's configuration (a stock `/etc/ssmtp` is 0750 and
+`ssmtp.conf` 0640 root:mail, with the password inside) hand their message to this service
+over a Unix socket; it delivers with the same code as root's in-process path. The trust
+boundary, in short (mailx-relayd(8) has the whole of it):
+
+- who is sending comes from the kernel (`SO_PEERCRED`), never from the request; the
+  sender policy of the configuration (`FromLineOverride`, `revaliases`) is applied to that
+  uid, and a `Received: by HOST (mailx-relay, from userid UID)` trace header goes first;
+- the request (`relay.handoff`) is a wish: recipients, -t, -f, -F, -v. The service never
+  opens a path, runs a command or reads a file the client names;
+- a message is delivered or queued only once it was read to the client's end-of-input
+  (a half-close), within the size limit, from a client that is still there to hear the
+  answer; anything else is dropped or refused and the next client is served;
+- the client keeps the message on failure (its own dead.letter): the service never
+  writes into a home. Queue entries record the sender's uid.
+
+One thread per connection, at most MAX_CLIENTS at a time; more wait in the listen backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from relay import __version__
+from relay.errors import ConfigError, DataError, RelayError, UnavailableError
+
+if TYPE_CHECKING:
+    import io
+    from collections.abc import Sequence
+
+    from relay.config import Config
+    from relay.handoff import Request
+    from relay.message import Spooled
+
+PROG = "mailx-relayd"
+DEFAULT_SOCKET = "/run/mailx-relay/submit.sock"
+MAX_CLIENTS = 32
+BACKLOG = 128
+#: Largest message accepted when the configuration sets no MaxMessageSize.
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+#: A client that sends nothing for this long is dropped (its slot is someone else's).
+READ_TIMEOUT = 30.0
+SOCKET_ACTIVATED_IDLE = 60.0
+CHUNK = 1 << 16
+SPOOL_AT = 1 << 20
+
+EX_ALREADY = os.EX_UNAVAILABLE  # 69: another instance serves this socket
+
+
+def log(text: str) -> None:
+    """One line on stderr: the journal under systemd."""
+    try:
+        sys.stderr.write(f"{PROG}: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# -- the listening socket -----------------------------------------------------------------
+
+
+def activated_socket() -> socket.socket | None:
+    """The socket systemd passed (fd 3), when it was passed to us; the variables are
+    removed so that nothing we start believes it was passed one too."""
+    pid, fds = os.environ.get("LISTEN_PID"), os.environ.get("LISTEN_FDS")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if pid is None or fds is None or pid != str(os.getpid()):
+        return None
+    if fds != "1":
+        raise ConfigError(f"socket activation passed {fds} sockets; expected exactly one")
+    listener = socket.socket(fileno=3)
+    if listener.family != socket.AF_UNIX or listener.type != socket.SOCK_STREAM:
+        raise ConfigError("socket activation passed a socket that is not a Unix stream socket")
+    return listener
+
+
+class Bound:
+    """A socket this process bound itself, with the lock that makes it ours alone."""
+
+    def __init__(self, path: str, offline_dir: str | None) -> None:
+        self.path = path
+        directory = os.path.dirname(path) or "."
+        _make_dir(directory, 0o755)
+        if offline_dir:
+            _make_offline_dir(offline_dir)
+        if _answers(path):
+            raise UnavailableError(f"already running: another {PROG} answers on {path}")
+        self.lock_fd = _lock(path + ".lock")
+        try:
+            try:
+                os.unlink(path)  # nobody answers on it: a stale socket from a killed instance
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise ConfigError(
+                    f"cannot remove the stale socket: {err.strerror}", path=path
+                ) from None
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.listener.bind(path)
+                # Every local user may submit; SO_PEERCRED says who they are.
+                os.chmod(path, 0o666)  # noqa: S103
+                self.listener.listen(BACKLOG)
+            except OSError as err:
+                self.listener.close()
+                raise ConfigError(f"cannot listen: {err.strerror or err}", path=path) from None
+            self.inode = os.stat(path).st_ino
+        except BaseException:
+            os.close(self.lock_fd)
+            raise
+
+    def close(self) -> None:
+        self.listener.close()
+        try:  # remove the socket only if it is still ours (not a successor's)
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.lock_fd)
+
+
+def _make_dir(path: str, mode: int) -> None:
+    if os.path.isdir(path):
+        return
+    try:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        os.chmod(path, mode)  # makedirs' mode is filtered by the umask
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create the directory: {err.strerror or err}", path=path
+        ) from None
+
+
+def _make_offline_dir(path: str) -> None:
+    """The offline drop (mode 1733, root's), when it is missing; an existing one is left
+    as the admin made it (the pickup checks every file it takes anyway)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path.rstrip("/")) or "."
+    try:
+        if not os.path.isdir(parent):
+            # 0755 so users can reach the drop inside; the queue's own subdirectories are
+            # 0700, so this shows nobody anything.
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+            os.chmod(parent, 0o755)  # noqa: S103
+        os.mkdir(path, 0o700)
+        os.chmod(path, 0o1733)  # noqa: S103 (a drop directory: sticky, not listable)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        log(f"warning: {path}: cannot create the offline drop: {err.strerror or err}")
+
+
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _lock(path: str) -> int:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise ConfigError(f"cannot open the lock file: {err.strerror or err}", path=path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UnavailableError(
+            f"already running: another {PROG} holds {path} (starting on this socket)"
+        ) from None
+    return fd
+
+
+# -- one connection ------------------------------------------------------------------------
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process that connected, as the kernel saw it."""
+    import struct
+
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+class Dropped(Exception):
+    """The client went away or stalled: nobody to answer, nothing to deliver."""
+
+
+def receive(conn: socket.socket, limit: int) -> tuple[Request, bytes | Spooled]:
+    """Read the request line and the message to the client's half-close.
+
+    Raises DataError (answered) for a malformed request or an oversized message, Dropped
+    for a client that stalled, vanished, or closed without a half-close (a client that
+    died midway: its message may be cut short, so it is not sent).
+    """
+    from relay import handoff
+    from relay.message import Spooled
+
+    buffer = b""
+    while b"\n" not in buffer:
+        if len(buffer) > handoff.MAX_REQUEST_LINE:
+            raise DataError(f"request line too long (more than {handoff.MAX_REQUEST_LINE} bytes)")
+        block = _recv(conn)
+        if not block:
+            raise Dropped("closed before the request line ended")
+        buffer += block
+    line, _, rest = buffer.partition(b"\n")
+    request = handoff.decode(line)
+    del buffer
+    held: bytes | Spooled = rest
+    size = len(rest)
+    if size > limit:
+        raise DataError(f"message too large (more than {limit} bytes)")
+    while True:
+        block = _recv(conn)
+        if not block:
+            break
+        size += len(block)
+        if size > limit:
+            if isinstance(held, Spooled):
+                held.close()
+            raise DataError(f"message too large (more than {limit} bytes)")
+        if isinstance(held, bytes):
+            held += block
+            if len(held) > SPOOL_AT:
+                spool = Spooled()
+                spool.write(held)
+                held = spool
+        else:
+            held.write(block)
+    if _hung_up(conn):
+        if isinstance(held, Spooled):
+            held.close()
+        raise Dropped("closed the connection without finishing the message")
+    return request, held
+
+
+def _recv(conn: socket.socket) -> bytes:
+    try:
+        return conn.recv(CHUNK)
+    except TimeoutError:
+        raise Dropped(f"sent nothing for {READ_TIMEOUT:.0f} s") from None
+    except OSError as err:
+        raise Dropped(f"connection lost: {err.strerror or err}") from None
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """True when the peer closed its socket entirely (it died, or gave up) rather than
+    shutting down its write side and waiting for our answer, as a client does."""
+    import select
+
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLHUP)
+    return any(event & (select.POLLHUP | select.POLLERR) for _fd, event in poller.poll(0))
+
+
+def trace_header(host: str, uid: int, linesep: bytes) -> bytes:
+    """`Received: by HOST (mailx-relay, from userid UID);` and the date, as Postfix writes
+    it for a local submission: a forged From: can be traced to its account."""
+    from email.utils import formatdate
+
+    return (
+        f"Received: by {host} (mailx-relay, from userid {uid});".encode("ascii", "replace")
+        + linesep
+        + b"\t"
+        + formatdate(localtime=True).encode("ascii")
+        + linesep
+    )
+
+
+def with_trace(raw: bytes | Spooled, header_for: bytes) -> bytes | Spooled:
+    """The message with `header_for` (built for its line ending) first."""
+    from relay.message import Spooled
+
+    if isinstance(raw, bytes):
+        return header_for + raw
+    spool = Spooled()
+    try:
+        spool.write(header_for)
+        for block in raw.blocks():
+            spool.write(block)
+    except BaseException:
+        spool.close()
+        raise
+    finally:
+        raw.close()
+    return spool
+
+
+def _linesep(raw: bytes | Spooled) -> bytes:
+    head = raw[:4096] if isinstance(raw, bytes) else raw.pread(0, 4096)
+    end = head.find(b"\n")
+    return b"\r\n" if end > 0 and head[end - 1 : end] == b"\r" else b"\n"
+
+
+def identity_for(uid: int) -> tuple[str, str | None]:
+    """(login, full name) of `uid`; a uid without a passwd entry is its number."""
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return str(uid), None
+    return entry.pw_name, entry.pw_gecos.split(",", 1)[0].strip() or None
+
+
+class Answer:
+    def __init__(self, status: int, lines: list[str], transcript: str = "") -> None:
+        self.status = status
+        self.lines = lines
+        self.transcript = transcript
+
+    def encode(self) -> bytes:
+        import json
+
+        data: dict[str, object] = {"status": self.status, "lines": self.lines}
+        if self.transcript:
+            data["transcript"] = self.transcript
+        return json.dumps(data, ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def deliver(config: Config, request: Request, raw: bytes | Spooled, uid: int, host: str) -> Answer:
+    """Submit one received message for `uid` as root's in-process `sendmail` would."""
+    import io
+
+    from relay import credentials, submission
+    from relay.envelope import Identity
+
+    login, full_name = identity_for(uid)
+    message = with_trace(raw, trace_header(host, uid, _linesep(raw)))
+    transcript = io.StringIO() if request.verbose else None
+    try:
+        # The admin's AuthPassCommand runs here, as in root's in-process path.
+        password = credentials.resolve(config) if config.auth_user else None
+        result = submission.submit(
+            message,
+            config=config,
+            recipients=request.recipients,
+            read_recipients=request.read_recipients,
+            envelope_from=request.envelope_from,
+            full_name=request.full_name,
+            identity=Identity(login, uid, full_name),
+            password=password,
+            verbose=transcript,
+            keep_on_failure=False,
+        )
+    except RelayError as err:
+        return Answer(err.exit_code, [str(err)], _text(transcript))
+    finally:
+        from relay.message import Spooled
+
+        if isinstance(message, Spooled):
+            message.close()
+    lines = []
+    if request.verbose and result.recipients:
+        lines.append(
+            f"delivered to {', '.join(result.recipients)} via {result.mailhub}: {result.reply}"
+        )
+    if result.queued_id and (request.verbose or config.queue != "always"):
+        lines.append(f"queued as {result.queued_id}: {result.queued_reason}")
+    return Answer(os.EX_OK, lines, _text(transcript))
+
+
+def _text(transcript: io.StringIO | None) -> str:
+    return transcript.getvalue() if transcript is not None else ""
+
+
+def _summary(answer: Answer, request: Request | None) -> str:
+    if answer.status == os.EX_OK:
+        queued = [line for line in answer.lines if line.startswith("queued as ")]
+        if queued:
+            return queued[0].split(":", 1)[0]
+        return "delivered" + (f" ({len(request.recipients)} recipients given)" if request else "")
+    return f"failed with status {answer.status}: {answer.lines[-1] if answer.lines else ''}"
+
+
+# -- the service ---------------------------------------------------------------------------
+
+
+class Service:
+    def __init__(
+        self,
+        listener: socket.socket,
+        config_path: str | None,
+        config: Config,
+        idle_timeout: float,
+        max_message: int | None = None,
+    ) -> None:
+        self.listener = listener
+        self.config_path = config_path
+        self.config = config
+        self.idle_timeout = idle_timeout
+        self.max_message = max_message
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.active = 0
+        self.active_lock = threading.Lock()
+        self.last_activity = time.monotonic()
+        self.stopping = False
+        self.reload_wanted = False
+        self.host = socket.gethostname()
+
+    def limit(self) -> int:
+        configured = getattr(self.config, "max_message_size", None)
+        if isinstance(configured, int) and configured > 0:
+            return configured
+        return self.max_message or DEFAULT_MAX_MESSAGE
+
+    def reload(self) -> None:
+        from relay.config import load
+
+        try:
+            self.config = load(self.config_path)
+        except RelayError as err:
+            log(f"reload failed, keeping the previous configuration: {err}")
+            return
+        for warning in self.config.warnings:
+            log(warning)
+        log(f"configuration reloaded from {self.config.path}")
+
+    def serve(self) -> None:
+        self.listener.settimeout(1.0)
+        while not self.stopping:
+            if self.reload_wanted:
+                self.reload_wanted = False
+                self.reload()
+            if not self.slots.acquire(timeout=1.0):
+                continue
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                self.slots.release()
+                if self._idle():
+                    log(f"idle for {self.idle_timeout:g} s, exiting")
+                    return
+                continue
+            except InterruptedError:
+                self.slots.release()
+                continue
+            except OSError as err:
+                self.slots.release()
+                log(f"accept failed: {err.strerror or err}")
+                time.sleep(0.1)
+                continue
+            with self.active_lock:
+                self.active += 1
+                self.last_activity = time.monotonic()
+            thread = threading.Thread(target=self.handle, args=(conn,), daemon=False)
+            try:
+                thread.start()
+            except RuntimeError:
+                self._done(conn)
+                log("cannot start a thread for a client; it was dropped")
+
+    def _idle(self) -> bool:
+        if self.idle_timeout <= 0:
+            return False
+        with self.active_lock:
+            quiet = time.monotonic() - self.last_activity
+            return self.active == 0 and quiet >= self.idle_timeout
+
+    def _done(self, conn: socket.socket) -> None:
+        try:
+            conn.close()
+        finally:
+            with self.active_lock:
+                self.active -= 1
+                self.last_activity = time.monotonic()
+            self.slots.release()
+
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            self._handle(conn)
+        except Exception as err:  # never let one client take the service down
+            log(f"internal error serving a client: {type(err).__name__}: {err}")
+        finally:
+            self._done(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        pid, uid, _gid = peer_credentials(conn)
+        who = f"uid={uid} pid={pid}"
+        config = self.config
+        conn.settimeout(READ_TIMEOUT)
+        request: Request | None = None
+        try:
+            request, raw = receive(conn, self.limit())
+        except Dropped as err:
+            log(f"{who}: dropped: {err}")
+            return
+        except DataError as err:
+            self._answer(conn, Answer(err.exit_code, [str(err)]), who, None)
+            return
+        if request.claimed_uid not in (-1, uid):
+            log(f"{who}: the request claims uid {request.claimed_uid}; using the kernel's {uid}")
+        try:
+            answer = deliver(config, request, raw, uid, self.host)
+        except Exception as err:  # a bug: the client keeps the message, we go on
+            answer = Answer(os.EX_SOFTWARE, [f"internal error: {type(err).__name__}: {err}"])
+        finally:
+            from relay.message import Spooled
+
+            if isinstance(raw, Spooled):
+                raw.close()
+        self._answer(conn, answer, who, request)
+
+    def _answer(
+        self, conn: socket.socket, answer: Answer, who: str, request: Request | None
+    ) -> None:
+        try:
+            conn.sendall(answer.encode())
+        except OSError as err:
+            log(
+                f"{who}: {_summary(answer, request)}; the client went away before the answer "
+                f"({err.strerror or err})"
+            )
+            return
+        log(f"{who}: {_summary(answer, request)}")
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The local submission service of mailx-relay (see mailx-relayd(8)).",
+    )
+    parser.add_argument("--socket", metavar="PATH", help="listen on PATH (not under systemd)")
+    parser.add_argument("-C", dest="config", metavar="FILE", help="the configuration file")
+    parser.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="exit after SECONDS without a client (default: 60 when socket-activated, "
+        "else 0 = never)",
+    )
+    parser.add_argument("-V", "--version", action="store_true", help="print the version")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:
+        return int(done.code or 0) and os.EX_USAGE
+    if args.version:
+        sys.stdout.write(f"mailx-relay {PROG} {__version__}\n")
+        return os.EX_OK
+    return run(args.socket, args.config, args.idle_timeout)
+
+
+def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> int:
+    import signal
+
+    from relay.config import load
+
+    try:
+        config = load(config_arg)
+    except RelayError as err:
+        log(str(err))
+        return os.EX_CONFIG
+    bound: Bound | None = None
+    try:
+        listener = activated_socket()
+        if listener is None:
+            from relay import offline
+
+            path = socket_arg or os.environ.get("RELAY_SOCKET") or DEFAULT_SOCKET
+            bound = Bound(path, offline.default_dir())
+            listener = bound.listener
+            where = path
+        else:
+            where = "the socket systemd passed"
+    except RelayError as err:
+        log(str(err))
+        return err.exit_code
+    for warning in config.warnings:  # after the socket: a refused second start says one line
+        log(warning)
+    # What users dropped while no service ran joins the system queue now (the flush timer
+    # sends it); a problem with one file is logged, and the service starts anyway.
+    from relay.mailq import pickup_offline
+
+    pickup_offline(config, sys.stderr, prog=PROG)
+    if idle is None:
+        idle = SOCKET_ACTIVATED_IDLE if bound is None else 0.0
+    service = Service(listener, config_arg, config, idle)
+
+    def stop(_signum: int, _frame: object) -> None:
+        service.stopping = True
+
+    def reload(_signum: int, _frame: object) -> None:
+        service.reload_wanted = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+    log(f"serving on {where} with {config.path} (pid {os.getpid()})")
+    try:
+        service.serve()
+    finally:
+        if bound is not None:
+            bound.close()
+    if service.stopping:
+        log("stopping: clients in progress are finished first")
+    # Clients in progress finish (their threads are not daemons): nothing is cut short.
+    return os.EX_OK
