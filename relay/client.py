@@ -29,6 +29,7 @@ from relay.errors import ConfigError, RelayError, TempFailError
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from email.message import EmailMessage
+    from typing import Any
 
     from relay.handoff import Request
     from relay.message import Spooled
@@ -242,3 +243,38 @@ def _login() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         return str(os.getuid())
+
+
+#: A listing is a few sidecars per message the user has queued; this bounds a broken one.
+MAX_LISTING = 16 << 20
+
+
+def ask_listing(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The service's answer to `handoff.LIST_LINE` for this user: {"queue": path,
+    "entries": [sidecar dicts], "dead": [dicts]}; None when no service answers (or it
+    answers nonsense: the caller then says it cannot list, never invents an empty list)."""
+    import json
+    import socket
+
+    from relay.handoff import LIST_LINE
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        sock.connect(socket_path(environ))
+        sock.settimeout(ANSWER_TIMEOUT)
+        sock.sendall(LIST_LINE + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while block := sock.recv(65536):
+            data += block
+            if len(data) > MAX_LISTING:
+                return None
+        answer = json.loads(data.decode("ascii"))
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+    if not isinstance(answer, dict) or not isinstance(answer.get("entries"), list):
+        return None
+    return answer

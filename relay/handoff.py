@@ -26,6 +26,10 @@ import json
 from relay.errors import DataError
 
 MAGIC = b"MAILX-RELAY-SUBMIT 1 "
+#: The other request, alone on its line: "what of mine is in the system queue and in the
+#: spool's dead area?" (`mailq` of a user who may not read the spool). Answered for the
+#: peer's uid only.
+LIST_LINE = b"MAILX-RELAY-LIST 1"
 #: The request line, JSON included; a larger one is refused before it is parsed.
 MAX_REQUEST_LINE = 256 * 1024
 MAX_RECIPIENTS = 1000

@@ -169,7 +169,16 @@ def _main(args: Sequence[str]) -> int:
         return os.EX_OK
     from relay import config as config_module
 
-    config = config_module.load(opts.config)
+    try:
+        config = config_module.load(opts.config)
+    except RelayError as err:
+        from relay.client import needs_service
+
+        if opts.mode not in ("list", "dead") or not needs_service(err):
+            raise
+        # A user who may not read the configuration still sees their own mail: their
+        # own queue, and (through mailx-relayd) theirs in the system queue.
+        config = config_module.Config(path=config_module.config_path(opts.config, os.environ))
     for warning in config.warnings:
         say(sys.stderr, warning)
     if opts.mode == "flush":
@@ -226,11 +235,12 @@ def show(
 
 
 def system_entries_for(uid: int, path: str | None = None) -> list[Entry] | None:
-    """The system queue's entries sent by `uid`; None when this process may not read them.
+    """The system queue's entries sent by `uid`; None when this process may not read them
+    and no submission service answers for it.
 
-    The spool is root's (0700): an ordinary user gets None here, and is told that root
-    (or the service) lists them. The boundary is a function so that a query to the
-    submission service can answer instead, without changing the listing.
+    The spool is root's (0700): an ordinary user is answered by mailx-relayd, which reads
+    it and answers for the caller's uid (SO_PEERCRED) only; without a service they are
+    told that root lists them.
     """
     from relay.queue import SYSTEM_QUEUE_DIR, Queue
 
@@ -240,22 +250,51 @@ def system_entries_for(uid: int, path: str | None = None) -> list[Entry] | None:
     except FileNotFoundError:
         return []
     except (OSError, RelayError):
-        return None
+        return _entries_from(_service_listing())
     return [entry for entry in scan.entries if entry.uid == uid]
 
 
+def _entries_from(answer: dict[str, Any] | None) -> list[Entry] | None:
+    if answer is None:
+        return None
+    import json
+
+    from relay.queue import Entry
+
+    return [Entry.from_json(json.dumps(d).encode(), str(d.get("id"))) for d in answer["entries"]]
+
+
+def _service_listing() -> dict[str, Any] | None:
+    """What mailx-relayd says this user has in the system queue and dead area (it
+    answers for the peer's uid, from SO_PEERCRED); None when it does not run."""
+    from relay.client import ask_listing
+
+    try:
+        return ask_listing()
+    except ValueError:  # a sidecar that does not parse: as if nobody answered
+        return None
+
+
 def _system_part(listed: str) -> dict[str, Any] | None:
-    """For an ordinary user: their entries in the system queue, or why they are not shown."""
+    """For an ordinary user: their entries in the system queue, or why they are not shown.
+
+    The service is asked first: it knows where the system queue is (QueueDir in a
+    configuration this user may not read).
+    """
     from relay.queue import SYSTEM_QUEUE_DIR
 
     if os.geteuid() == 0 or os.path.abspath(listed) == SYSTEM_QUEUE_DIR:
         return None
-    if not os.path.isdir(SYSTEM_QUEUE_DIR):
-        return None  # no system relay on this host: nothing of theirs can be there
     uid = os.getuid()
-    found = system_entries_for(uid)
+    answer = _service_listing()
+    if answer is not None:
+        queue, found = str(answer.get("queue")), _entries_from(answer)
+    elif not os.path.isdir(SYSTEM_QUEUE_DIR):
+        return None  # no system relay on this host: nothing of theirs can be there
+    else:
+        queue, found = SYSTEM_QUEUE_DIR, system_entries_for(uid)
     return {
-        "queue": SYSTEM_QUEUE_DIR,
+        "queue": queue,
         "uid": uid,
         "entries": None if found is None else [_entry_json(e, time.time()) for e in found],
         "note": None if found is not None else NOT_YOURS_TO_READ,
@@ -395,7 +434,9 @@ def ago(seconds: float) -> str:
 # -- the spool's dead-letter area -----------------------------------------------------------
 
 
-def dead_entries_for(uid: int, queue_path: str | None = None) -> list[DeadEntry] | None:
+def dead_entries_for(
+    uid: int, queue_path: str | None = None, answer: dict[str, Any] | None = None
+) -> list[DeadEntry] | None:
     """Messages kept for `uid` in the spool's dead area; None when we may not read it.
 
     Root reads the area; an ordinary user may not (it is root's, 0700). A function so a
@@ -406,7 +447,20 @@ def dead_entries_for(uid: int, queue_path: str | None = None) -> list[DeadEntry]
     try:
         return deadletter.spool_entries(queue_path, owner=uid)
     except OSError:
-        return None
+        answer = answer or _service_listing()
+        if answer is None or not isinstance(answer.get("dead"), list):
+            return None
+        return [
+            deadletter.DeadEntry(
+                str(d["name"]),
+                str(d["path"]),
+                int(d["owner"]),
+                int(d["size"]),
+                float(d["kept_at"]),
+                str(d["reason"]),
+            )
+            for d in answer["dead"]
+        ]
 
 
 def show_dead(
@@ -418,13 +472,19 @@ def show_dead(
 
     out = out or sys.stdout
     when = time.time() if now is None else now
-    path = queue_dir(config.queue_dir)
-    where = deadletter.spool_dir(path)
     found: list[DeadEntry] | None
     if os.geteuid() == 0:
+        path = queue_dir(config.queue_dir)
         found = deadletter.spool_entries(path)
     else:
-        found = dead_entries_for(os.getuid(), path)
+        # Only root's flush and pickup keep messages in a spool's dead area: a user's are
+        # in the system spool, which mailx-relayd lists for them (it knows where it is).
+        from relay.queue import SYSTEM_QUEUE_DIR
+
+        answer = _service_listing()
+        path = str(answer["queue"]) if answer is not None else SYSTEM_QUEUE_DIR
+        found = dead_entries_for(os.getuid(), path, answer)
+    where = deadletter.spool_dir(path)
     if as_json:
         import json
 

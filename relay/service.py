@@ -204,6 +204,42 @@ class Dropped(Exception):
     """The client went away or stalled: nobody to answer, nothing to deliver."""
 
 
+class ListWanted(Exception):
+    """The client asked for its listing (`handoff.LIST_LINE`), not to submit."""
+
+
+def listing(config: Config, uid: int) -> bytes:
+    """The answer to a listing request: the peer's entries in the system queue (their
+    sidecars, as `relay.queue.Entry.to_json` writes them) and in the spool's dead area.
+    Nothing of anyone else's, and no message content."""
+    import json
+
+    from relay import deadletter
+    from relay.queue import Queue, queue_dir
+
+    path = queue_dir(config.queue_dir)
+    entries: list[object] = []
+    try:
+        with Queue.open(path, create=False) as queue:
+            scan = queue.scan()
+        entries = [json.loads(e.to_json()) for e in scan.entries if e.uid == uid]
+    except FileNotFoundError:
+        pass
+    dead = [
+        {
+            "name": d.name,
+            "path": d.path,
+            "owner": d.owner,
+            "size": d.size,
+            "kept_at": d.kept_at,
+            "reason": d.reason,
+        }
+        for d in deadletter.spool_entries(path, owner=uid)
+    ]
+    answer = {"status": 0, "queue": path, "entries": entries, "dead": dead}
+    return json.dumps(answer).encode("ascii") + b"\n"
+
+
 def receive(conn: socket.socket, limit: int) -> tuple[Request, bytes | Spooled]:
     """Read the request line and the message to the client's half-close.
 
@@ -223,6 +259,8 @@ def receive(conn: socket.socket, limit: int) -> tuple[Request, bytes | Spooled]:
             raise Dropped("closed before the request line ended")
         buffer += block
     line, _, rest = buffer.partition(b"\n")
+    if line == handoff.LIST_LINE:
+        raise ListWanted
     request = handoff.decode(line)
     del buffer
     held: bytes | Spooled = rest
@@ -459,6 +497,9 @@ class Service:
                 log(f"accept failed: {err.strerror or err}")
                 time.sleep(0.1)
                 continue
+            if self.reload_wanted:  # SIGHUP while accept() waited: this client gets the new one
+                self.reload_wanted = False
+                self.reload()
             with self.active_lock:
                 self.active += 1
                 self.last_activity = time.monotonic()
@@ -501,6 +542,12 @@ class Service:
         request: Request | None = None
         try:
             request, raw = receive(conn, self.limit())
+        except ListWanted:
+            try:
+                conn.sendall(listing(config, uid))
+            except OSError as err:
+                log(f"{who}: listing not sent ({err.strerror or err})")
+            return
         except Dropped as err:
             log(f"{who}: dropped: {err}")
             return
@@ -510,7 +557,7 @@ class Service:
         if request.claimed_uid not in (-1, uid):
             log(f"{who}: the request claims uid {request.claimed_uid}; using the kernel's {uid}")
         try:
-            answer = deliver(config, request, raw, uid, self.host)
+            answer = deliver(config, request, raw, uid, config.hostname or self.host)
         except Exception as err:  # a bug: the client keeps the message, we go on
             answer = Answer(os.EX_SOFTWARE, [f"internal error: {type(err).__name__}: {err}"])
         finally:

@@ -100,8 +100,9 @@ def test_mail_with_alias_book_arrives_with_trace(
     message = parsed(received.data)
     assert message["To"] == "My Name <someone@example.com>"
     assert message["Subject"] == "subj"
+    # `by` the configured hostname= (write_config: box.example.net), as the pickup writes it.
     assert first_header(received.data).startswith(
-        f"Received: by {socket.gethostname()} (mailx-relay, from userid {USER_UID});"
+        f"Received: by box.example.net (mailx-relay, from userid {USER_UID});"
     )
     assert message.get_content() == "body\n"
     assert f"uid={USER_UID}" in host.log_text()
@@ -176,6 +177,38 @@ def test_hub_down_queues_in_the_system_queue_with_the_uid_then_root_flushes(
     assert flushed.returncode == 0, flushed.stderr
     (received,) = hub.wait_for(1)
     assert f"from userid {USER_UID}" in first_header(received.data)
+
+
+def test_a_user_lists_their_own_mail_in_the_system_queue_through_the_service(
+    host: Site, ca_file: Path
+) -> None:
+    """`mailq` and `mailq --dead` as a user who may not read the configuration (nor the
+    spool): the service answers for the caller's uid, and for no one else's."""
+    from relay.deadletter import save_to_spool
+    from relay.queue import Queue
+
+    configure(host, None, ca_file, mailhub=f"127.0.0.1:{closed_port()}", AuthPass=None)
+    host.start()
+    done = host.user("sendmail", ["a@example.com"], stdin=b"Subject: mine\n\nhi\n")
+    assert done.returncode == 0, done.stderr
+    # Someone else's entry and dead letter in the same spool: never shown to this user.
+    with Queue.open(str(host.spool)) as spool:
+        spool.enqueue(b"Subject: root's\r\n\r\nx\r\n", sender="r@x", recipients=["b@y"], uid=0)
+    save_to_spool(b"Subject: other\n\nx\n", "o@x", str(host.spool), 4242, "not theirs")
+    save_to_spool(b"Subject: kept\n\nx\n", "n@x", str(host.spool), USER_UID, "refused: bob")
+    listed = host.user("mailq", [])
+    assert listed.returncode == 0, listed.stderr
+    text = listed.stdout.decode()
+    assert f"-- yours in the system queue {host.spool}:" in text
+    assert "a@example.com" in text and "b@y" not in text
+    dead = host.user("mailq", ["--dead"])
+    assert dead.returncode == 0, dead.stderr
+    assert "refused: bob" in dead.stdout.decode()
+    assert "not theirs" not in dead.stdout.decode()
+    host.stop()  # no service: the user is told who can list it, nothing is invented
+    alone = host.user("mailq", [])
+    assert alone.returncode == 0, alone.stderr
+    assert b"a@example.com" not in alone.stdout
 
 
 def test_service_down_writes_the_offline_drop(host: Site, ca_file: Path) -> None:
@@ -474,7 +507,8 @@ def test_sighup_rereads_the_configuration_and_a_broken_one_is_not_taken(
         time.sleep(0.05)
     done = host.user("sendmail", ["a@example.com"], stdin=b"Subject: 2\n\nx\n")
     assert done.returncode == 0, done.stderr
-    assert len(second.wait_for(1)) == 1 and first.messages == []
+    assert len(second.wait_for(1)) == 1, host.log_text() + done.stderr.decode()
+    assert first.messages == []
     host.conf.write_text("mailhub=\n")
     service.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
