@@ -482,7 +482,10 @@ def show_dead(
         from relay.queue import SYSTEM_QUEUE_DIR
 
         answer = _service_listing()
-        path = str(answer["queue"]) if answer is not None else SYSTEM_QUEUE_DIR
+        if answer is not None:
+            path = str(answer["queue"])
+        else:  # the configured system queue if this user may read the config, else the default
+            path = queue_dir(config.queue_dir) if config.queue_dir else SYSTEM_QUEUE_DIR
         found = dead_entries_for(os.getuid(), path, answer)
     where = deadletter.spool_dir(path)
     if as_json:

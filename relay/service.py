@@ -616,6 +616,24 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
 
     from relay.config import load
 
+    # The handlers go in before the socket exists: a client (or systemctl reload) may
+    # signal as soon as it can connect, and SIGHUP's default action would kill us.
+    wanted = {"stop": False, "reload": False}
+    serving: list[Service] = []
+
+    def stop(_signum: int, _frame: object) -> None:
+        wanted["stop"] = True
+        for service in serving:
+            service.stopping = True
+
+    def reload(_signum: int, _frame: object) -> None:
+        wanted["reload"] = True
+        for service in serving:
+            service.reload_wanted = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     try:
         config = load(config_arg)
     except RelayError as err:
@@ -646,16 +664,8 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
     if idle is None:
         idle = SOCKET_ACTIVATED_IDLE if bound is None else 0.0
     service = Service(listener, config_arg, config, idle)
-
-    def stop(_signum: int, _frame: object) -> None:
-        service.stopping = True
-
-    def reload(_signum: int, _frame: object) -> None:
-        service.reload_wanted = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
+    service.stopping, service.reload_wanted = wanted["stop"], wanted["reload"]
+    serving.append(service)
     log(f"serving on {where} with {config.path} (pid {os.getpid()})")
     try:
         service.serve()

@@ -1,8 +1,9 @@
 """A host in a directory: a configuration only root can read, a running `mailx-relayd`,
 and an unprivileged user (uid 65534, via setpriv) who sends through it.
 
-The tests run as root; the user's commands run as `nobody`, so everything they need (the
-venv, this directory) must be reachable by others, and the configuration must not be:
+The tests run as root; the user's commands run as `nobody`, so everything they need (this
+directory, and the commands: `unprivileged_command` stages a copy nobody can run, wherever
+the checkout is) must be reachable by others, and the configuration must not be:
 0640 root:mail with `AuthPass` inside, as a stock ssmtp host has it.
 """
 
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from tests.e2e.tools import command
+from tests.e2e.tools import command, unprivileged_command, unprivileged_python
 from tests.mailhub import MailHub
 from tests.relayconf import PASSWORD, write_config
 
@@ -124,7 +125,7 @@ class Site:
         """Run one of our commands as uid 65534 with HOME in the site."""
         environ = {**self.env(), "HOME": str(self.home), **(env or {})}
         done = subprocess.run(
-            [*SETPRIV, command(name), *args],
+            [*SETPRIV, unprivileged_command(name), *args],
             input=stdin,
             capture_output=True,
             env=environ,
@@ -138,7 +139,7 @@ class Site:
         """A hand-written client as uid 65534 (the venv's python, the site's env)."""
         environ = {**self.env(), "HOME": str(self.home)}
         return subprocess.run(
-            [*SETPRIV, str(Path(command("sendmail")).parent / "python"), "-c", code, *args],
+            [*SETPRIV, *unprivileged_python(code), *args],
             capture_output=True,
             env=environ,
             timeout=60,

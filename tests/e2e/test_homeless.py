@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.tools import assert_one_clean_line, command, run
+from tests.e2e.tools import assert_one_clean_line, command, run, unprivileged_command
 from tests.mailhub import MailHubFactory
 from tests.relayconf import write_config
 
@@ -70,7 +70,7 @@ def test_cron_home_of_root_is_not_used_and_the_loss_is_said(
     conf = readable_config(public, hub.port)
     before = os.stat("/root").st_mtime
     done = as_nobody(
-        [command("sendmail"), "-C", str(conf), "ops@example.com"],
+        [unprivileged_command("sendmail"), "-C", str(conf), "ops@example.com"],
         MESSAGE,
         {"HOME": "/root"},  # what cron hands another user's job on some systems
     )
@@ -92,7 +92,7 @@ def test_fifo_dead_letter_of_a_user_does_not_hang(public: Path, mailhub: MailHub
     os.chown(fifo, NOBODY, NOBODY)
     started = time.monotonic()
     done = as_nobody(
-        [command("sendmail"), "-C", str(conf), "ops@example.com"],
+        [unprivileged_command("sendmail"), "-C", str(conf), "ops@example.com"],
         MESSAGE,
         {"HOME": str(spot), "DEAD": str(fifo)},
         timeout=20,
@@ -151,7 +151,9 @@ def test_a_user_is_told_the_spool_dead_area_is_roots(public: Path, mailhub: Mail
         env={"DEAD": "/nonexistent/dir/dead.letter"},
     )
     assert root_kept.returncode == os.EX_NOUSER
-    done = as_nobody([command("mailq"), "-C", str(conf), "--dead"], b"", {"HOME": "/nonexistent"})
+    done = as_nobody(
+        [unprivileged_command("mailq"), "-C", str(conf), "--dead"], b"", {"HOME": "/nonexistent"}
+    )
     assert done.returncode == 0, done.stderr
     text = done.stdout.decode()
     assert "root's mailq --dead lists the messages kept there for you" in text
@@ -212,7 +214,7 @@ def test_uid_without_passwd_entry_or_home_is_told_the_message_was_not_kept(
     done = subprocess.run(
         [
             *("setpriv", "--reuid=4000000", "--regid=4000000", "--clear-groups"),
-            *(command("sendmail"), "-C", str(conf), "ops@example.com"),
+            *(unprivileged_command("sendmail"), "-C", str(conf), "ops@example.com"),
         ],
         input=MESSAGE,
         capture_output=True,

@@ -92,3 +92,102 @@ def assert_one_clean_line(stderr: bytes) -> str:
     lines = text.splitlines()
     assert len(lines) == 1, text
     return lines[0]
+
+
+# -- running our commands as another user ----------------------------------------------------
+
+#: Where `unprivileged_command` put its launchers; made once per test session.
+_STAGE: dict[str, Path] = {}
+
+
+def unprivileged_command(name: str) -> str:
+    """A launcher of console script `name` that an unprivileged uid can run, wherever the
+    checkout is (a CI clone may sit under a 0700 directory such as `mktemp -d`'s, which
+    uid 65534 cannot enter): the project's packages and their one dependency are copied
+    into a 0755 directory under /tmp, and the launcher runs them with an interpreter that
+    uid can exec. The copy is of the code under test, not an installed release."""
+    return str(_stage() / "bin" / name)
+
+
+def unprivileged_python(code: str) -> list[str]:
+    """argv running `code` with an interpreter uid 65534 can exec, the project's packages
+    importable (the same copy as `unprivileged_command`'s)."""
+    stage = _stage()
+    prefix = f"import sys; sys.path.insert(0, {str(stage / 'lib')!r})\n"
+    return [str(stage / "python"), "-I", "-c", prefix + code]
+
+
+def _stage() -> Path:
+    if "root" in _STAGE:
+        return _STAGE["root"]
+    import atexit
+    import importlib.metadata
+    import shutil
+    import tempfile
+
+    import docopt
+
+    import mailx
+    import relay
+
+    root = Path(tempfile.mkdtemp(prefix="mailx-relay-unprivileged-"))
+    atexit.register(shutil.rmtree, root, True)
+    root.chmod(0o755)
+    lib = root / "lib"
+    lib.mkdir()
+    for package in (relay, mailx):
+        source = Path(package.__file__).parent
+        shutil.copytree(source, lib / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    dependency = Path(docopt.__file__)
+    if dependency.name == "__init__.py":
+        shutil.copytree(dependency.parent, lib / dependency.parent.name)
+    else:
+        shutil.copy2(dependency, lib / dependency.name)
+    python = _reachable_interpreter()
+    (root / "python").symlink_to(python)
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    for point in importlib.metadata.distribution("mailx-relay").entry_points:
+        if point.group != "console_scripts":
+            continue
+        module, _, attribute = point.value.partition(":")
+        launcher = bin_dir / point.name
+        launcher.write_text(
+            f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(lib)!r})\n"
+            f"from {module} import {attribute}\nsys.exit({attribute}())\n"
+        )
+        launcher.chmod(0o755)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o044 | (0o011 if path.is_dir() else 0))
+    _STAGE["root"] = root
+    return root
+
+
+def _reachable_interpreter() -> str:
+    """The system's python3 when it is this interpreter's version (pyenv, and so the
+    venv's interpreter, often live under /root), else this one if uid 65534 can run it."""
+    wanted = f"{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = ["/usr/bin/python3", sys.executable, os.path.realpath(sys.executable)]
+    probe = "import sys, json, ssl, socket, email.message; print('%d.%d' % sys.version_info[:2])"
+    for candidate in candidates:
+        if not candidate:
+            continue
+        done = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                candidate,
+                "-I",
+                "-c",
+                probe,
+            ],
+            capture_output=True,
+            check=False,
+            cwd="/",
+        )
+        if done.returncode == 0 and done.stdout.strip().decode() == wanted:
+            return candidate
+    raise RuntimeError(f"no python {wanted} that uid 65534 can run (tried {candidates})")
