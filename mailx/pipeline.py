@@ -379,8 +379,8 @@ def resolve(draft: Draft, rc: MailRc) -> Addressed:
     to, cc, bcc = lists
     variables = rc.variables
     reply_to = variable(variables, "reply-to", "replyto")
-    # `-odd@example.org` (given after `-.`) is written back in the path form that
-    # carried it, for the message builder, which reads these as recipients again.
+    # `-odd@example.org` (given after `-.`, or written `<-odd@example.org>`) goes back
+    # into the path form that carried it: the message builder reads these again.
     resolved = replace(
         draft,
         to=tuple(literal(r.header) for r in to),
