@@ -59,7 +59,8 @@ Options:
   -t          read To, Cc, Bcc, Subject and other headers from the top of stdin
   -v          show the SMTP dialogue on stderr
   -~          honour tilde escapes even when stdin is not a terminal
-Options stop at the first recipient. After the recipients, `-- ARG...` passes ARGs to
+Options stop at the first recipient, or at -. (every later argument is a recipient,
+even one starting with -). After the recipients, `-- ARG...` passes ARGs to
 the MTA when the variable expandargv is set. See mail(1)."""
 
 
@@ -69,6 +70,9 @@ class Request(NamedTuple):
     good part of its start-up.)"""
 
     subject: str | None = None
+    #: The recipient arguments as given, except that one placed after `-.` and starting
+    #: with `-` is in its path form `<-odd@example.org>` (`literal`): that is how the
+    #: fact that the user meant it reaches the relay, through every path to it.
     to: tuple[str, ...] = ()
     cc: tuple[str, ...] = ()
     bcc: tuple[str, ...] = ()
@@ -153,6 +157,14 @@ def normalise(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return out, None
 
 
+def literal(arg: str) -> str:
+    """A recipient placed after `-.`: one starting with `-` is meant, and becomes the
+    RFC 5321 path `<-odd@example.org>`, which s-nail accepts as a recipient too. Every
+    check downstream (ours, the relay's) refuses a leading `-` and accepts this form,
+    which no program reads as an option; the envelope carries the bare address."""
+    return f"<{arg}>" if arg.startswith("-") else arg
+
+
 def _version() -> str:
     from relay import __version__
 
@@ -170,11 +182,13 @@ def parse_args(argv: Sequence[str]) -> Request:
         # `normalise` has named every unknown option and missing value; what is left is
         # a shape docopt refuses, whose own text shows its internals (Option(...)).
         raise UsageError("invalid command line; see mail --help") from None
-    recipients = list(parsed["TO-ADDR"]) + (forced or [])
+    given = [(arg, False) for arg in parsed["TO-ADDR"]] + [(arg, True) for arg in forced or []]
     mta_args: list[str] = []
-    if "--" in recipients:
-        cut = recipients.index("--")
-        recipients, mta_args = recipients[:cut], recipients[cut + 1 :]
+    words = [arg for arg, _after_dot in given]
+    if "--" in words:
+        cut = words.index("--")
+        given, mta_args = given[:cut], words[cut + 1 :]
+    recipients = [literal(arg) if after_dot else arg for arg, after_dot in given]
     settings: dict[str, str | None] = {}
     for setting in parsed["-S"]:
         name, equals, value = setting.partition("=")

@@ -175,9 +175,14 @@ def deliver_relay(
     """
     import relay
     from mailx.account import account
+    from mailx.cli import literal
 
     sender = addressed.sender
     envelope_from = sender.address
+    # An address starting with '-' got here only as the user wrote it, `<-odd@...>`
+    # or after `-.`: the relay refuses it bare (an option, for a downstream sendmail)
+    # and takes it in that path form.
+    recipients = tuple(literal(address) for address in addressed.recipients)
     try:
         mine = account(variables, origins, relay.current_identity().login)
         if mine is not None:
@@ -193,7 +198,7 @@ def deliver_relay(
     except RelayError as err:
         if relay.needs_service(err):
             request = relay.Request(
-                tuple(addressed.recipients),
+                recipients,
                 envelope_from=envelope_from,
                 full_name=sender.name,
                 verbose=verbose,
@@ -208,7 +213,7 @@ def deliver_relay(
         raise keeper.kept(err, lambda: bytes(message), sender.address or "") from None
     result = relay.submit(
         wire_input(message),
-        relay.Envelope(addressed.recipients, envelope_from=envelope_from, full_name=sender.name),
+        relay.Envelope(recipients, envelope_from=envelope_from, full_name=sender.name),
         config=config,
         password=password,
         verbose=env.stderr if show_dialogue else None,

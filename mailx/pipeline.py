@@ -126,10 +126,11 @@ def read_body(
     prefix = b""
     if request.quote_file:
         prefix = read_file(request.quote_file, "quote file (-q)")
+    names = variable(variables, "fullnames") is not None
     draft = Draft(
-        to=tuple(request.to),
-        cc=tuple(request.cc),
-        bcc=tuple(request.bcc),
+        to=tuple(request.to if names else map(without_name, request.to)),
+        cc=tuple(request.cc if names else map(without_name, request.cc)),
+        bcc=tuple(request.bcc if names else map(without_name, request.bcc)),
         subject=subject,
         attachments=tuple(request.attachments),
         custom_headers=tuple(request.headers),
@@ -148,6 +149,22 @@ def read_body(
     from dataclasses import replace
 
     return replace(draft, body=prefix + data)
+
+
+def without_name(given: str) -> str:
+    """A recipient argument without its display name, as s-nail writes it in To and Cc
+    unless `fullnames` is set: `"Doe, John" <john@example.org>` and
+    `john@example.org (John Doe)` become `<john@example.org>`. Only arguments: names
+    from the alias book, a `-t` template or `~t`, `~c`, `~b` are kept (s-nail)."""
+    from mailx.mailrc import parse_recipient
+
+    try:
+        recipient = parse_recipient(given)
+    except DataError:
+        return given  # refused later, by the stage that names it
+    if recipient.kind != "address" or not recipient.display_name:
+        return given
+    return f"<{recipient.address}>"
 
 
 def is_empty(draft: Draft) -> bool:
@@ -348,6 +365,7 @@ def resolve(draft: Draft, rc: MailRc) -> Addressed:
     """Expand every recipient through the alias book; nothing is sent if one fails."""
     from dataclasses import replace
 
+    from mailx.cli import literal
     from mailx.mailrc import expand_recipients
 
     if not (draft.to or draft.cc or draft.bcc):
@@ -361,11 +379,13 @@ def resolve(draft: Draft, rc: MailRc) -> Addressed:
     to, cc, bcc = lists
     variables = rc.variables
     reply_to = variable(variables, "reply-to", "replyto")
+    # `-odd@example.org` (given after `-.`, or written `<-odd@example.org>`) goes back
+    # into the path form that carried it: the message builder reads these again.
     resolved = replace(
         draft,
-        to=tuple(r.header for r in to),
-        cc=tuple(r.header for r in cc),
-        bcc=tuple(r.header for r in bcc),
+        to=tuple(literal(r.header) for r in to),
+        cc=tuple(literal(r.header) for r in cc),
+        bcc=tuple(literal(r.header) for r in bcc),
         from_=draft.from_ or variable(variables, "from"),
         sender=variable(variables, "sender"),
         reply_to=(reply_to,) if reply_to else (),
@@ -405,7 +425,10 @@ def check_argument(given: str) -> None:
     """Refuse (65) a recipient argument that can only be a mistake or an attack."""
     shown = given.encode("unicode_escape").decode("ascii")
     if given.startswith("-"):
-        raise DataError(f"'{shown}' in recipient position: options must come before the recipients")
+        raise DataError(
+            f"'{shown}' in recipient position: options must come before the recipients "
+            "(a recipient that really starts with '-' goes after -.)"
+        )
     if any(c in given for c in "\r\n\0"):
         raise DataError(f"recipient contains CR, LF or NUL: '{shown}'")
     from mailx.mailrc import parse_recipient

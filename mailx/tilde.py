@@ -38,6 +38,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mailx.cli import literal
 from mailx.compose import Draft, parse_addresses
 from relay import ConfigError, RelayError
 
@@ -228,7 +229,8 @@ class Compose:
         except RelayError as err:
             self._say(f"{err}; nothing added")
             return
-        target.extend(str(address) for address in found)
+        # `<-odd@example.org>` stays in that form: bare, the leading '-' is refused later.
+        target.extend(literal(str(address)) for address in found)
 
     def _words(self, command: str, argument: str) -> list[str] | None:
         try:

@@ -100,8 +100,31 @@ def parse_recipient_args(args: Iterable[str]) -> list[str]:
             continue
         for item in split_list(arg) or [arg]:
             found = argument(item)
-            out.append(found.address if found.kind == LOCAL else found.envelope)
+            out.append(found.address if found.kind == LOCAL else as_path(found.envelope))
     return dedupe(out, dedupe_key)
+
+
+def as_path(address: str) -> str:
+    """An envelope address whose local part starts with `-` stays in its RFC 5321 path
+    form, `<-odd@example.org>`, the only form in which it was accepted (`classify`
+    refuses it bare: a leading `-` in an argument is an option injected into a
+    downstream sendmail). The brackets tell `Resolver.resolve` that it was meant, and
+    no program reads the word as an option. Any other address is returned as is."""
+    return f"<{address}>" if address.startswith("-") else address
+
+
+def explicit_path(recipient: str) -> str | None:
+    """The address inside `<-odd@example.org>` (`as_path`), validated as a bare
+    addr-spec but for its leading `-`; None when `recipient` is not in that form."""
+    if not (recipient.startswith("<-") and recipient.endswith(">")):
+        return None
+    from relay.recipients import ADDRESS, classify
+
+    found = classify(recipient, "recipient")
+    if found.kind != ADDRESS or found.display_name or f"<{found.address}>" != recipient:
+        shown = recipient.encode("unicode_escape").decode("ascii")
+        raise DataError(f"malformed recipient: '{shown}' (expected <local@domain>)")
+    return found.address
 
 
 def idna_address(address: str) -> str:
@@ -262,6 +285,17 @@ class Resolver:
         return found
 
     def resolve(self, recipient: str) -> Resolved:
+        path = explicit_path(recipient)
+        if path is not None:
+            # `<-odd@example.org>`, as `mail -. -odd@example.org` passes it: it goes
+            # only into RCPT TO:<...>, never onto a command line. Not a local name:
+            # no account or alias starts with '-'.
+            if self.local_part(path) is not None:
+                raise NoUserError(
+                    f"recipient '{recipient}' is a local name starting with '-': "
+                    "no account or alias is named so, refused"
+                )
+            return Resolved(recipient, (idna_address(path),), "remote address")
         validate_address(recipient, "recipient")
         if self.local_part(recipient) is None:
             return Resolved(recipient, (idna_address(recipient),), "remote address")

@@ -108,6 +108,21 @@ def test_mail_with_alias_book_arrives_with_trace(
     assert f"uid={USER_UID}" in host.log_text()
 
 
+def test_mail_dash_dot_recipient_reaches_the_service_in_its_path_form(
+    host: Site, secure_hub: MailHub, ca_file: Path
+) -> None:
+    """`mail -. -odd@example.org` hands the service `<-odd@example.org>`: the request
+    carries that the user meant it, and the service sends it in RCPT TO only."""
+    configure(host, secure_hub, ca_file)
+    host.start()
+    done = host.user("mail", ["-s", "t", "-.", "-odd@example.org"], stdin=b"body\n")
+    assert done.returncode == 0, done.stderr
+    (received,) = secure_hub.wait_for(1)
+    assert received.rcpt_tos == ["-odd@example.org"]
+    assert "RCPT TO:<-odd@example.org>" in secure_hub.commands
+    assert parsed(received.data)["To"] == "-odd@example.org"
+
+
 def test_sendmail_t_and_cron_flags(host: Site, secure_hub: MailHub, ca_file: Path) -> None:
     configure(host, secure_hub, ca_file)
     host.start()

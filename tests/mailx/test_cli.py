@@ -398,6 +398,9 @@ def test_a_5xx_refusal_names_the_server_reply_and_keeps_the_message(
     ("args", "words"),
     [
         (["archuser", "-c", "x@example.com"], "options must come before"),
+        # A leading '-' is refused unless placed after -. (option injection into a
+        # downstream sendmail); the error says how to mean it.
+        (["a@example.com", "-odd@example.org"], "really starts with '-' goes after -."),
         (["a@example.com\r\nRCPT TO:<evil@example.com>"], "CR, LF"),
         (["|touch /tmp/pwned"], "pipe recipient refused"),
         (["/tmp/file"], "file recipient refused"),
@@ -755,6 +758,61 @@ def test_dash_dot_ends_the_options(mail: Mail, mailhub: MailHubFactory) -> None:
     assert received.rcpt_tos == ["a@example.com", "b@example.com"]
 
 
+def test_dash_dot_sends_to_an_address_starting_with_a_dash(
+    mail: Mail, mailhub: MailHubFactory
+) -> None:
+    hub = mailhub()
+    mail.configure(hub)
+    assert mail("-s", "t", "-c", "c@example.com", "-.", "-odd@example.org", "a@example.com") == 0
+    assert mail.err == ""
+    (received,) = hub.wait_for(1)
+    assert received.rcpt_tos == ["-odd@example.org", "a@example.com", "c@example.com"]
+    assert "RCPT TO:<-odd@example.org>" in hub.commands
+    message = parsed(received.data)
+    assert message["To"] == "-odd@example.org, a@example.com"  # as s-nail writes it
+    assert message["Cc"] == "c@example.com"
+    assert mail.written() == set()
+
+
+def test_dash_dot_recipients_go_to_an_external_mta_after_the_double_dash(mail: Mail) -> None:
+    script, log = recorder(mail.home)
+    assert mail("-S", f"mta={script}", "-s", "t", "-.", "-odd@example.org") == 0
+    assert json.loads(log.read_text())["argv"] == ["-i", "--", "-odd@example.org"]
+
+
+def test_dash_dot_recipients_with_d_show_the_bare_envelope(mail: Mail) -> None:
+    assert mail("-d", "-s", "t", "-.", "-odd@example.org") == 0
+    assert "envelope to: -odd@example.org\n" in mail.err
+    assert "To: -odd@example.org\n" in mail.err
+    assert mail.written() == set()
+
+
+def test_the_path_form_of_a_dash_address_works_in_an_alias_and_in_t(mail: Mail) -> None:
+    mail.rc("alias odd '<-odd@example.org>'\n")
+    body = b"~t <-tilde@example.org>\nbody\n"
+    assert mail("-d", "-~", "-s", "t", "odd", body=body) == 0, mail.err
+    assert "envelope to: -odd@example.org, -tilde@example.org\n" in mail.err
+    assert "To: -odd@example.org, -tilde@example.org\n" in mail.err
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "words"),
+    [
+        (["-.", "-odd"], os.EX_DATAERR, "invalid recipient '<-odd>': not a valid address"),
+        (["-.", "-odd@localhost"], os.EX_NOUSER, "local name starting with '-'"),
+    ],
+)
+def test_dash_dot_still_refuses_what_is_not_an_address(
+    mail: Mail, mailhub: MailHubFactory, args: list[str], status: int, words: str
+) -> None:
+    hub = mailhub()
+    mail.configure(hub)
+    assert mail("-s", "t", *args) == status
+    assert words in mail.line()
+    assert hub.connections == 0
+    assert len(mail.kept()) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -792,3 +850,63 @@ def test_a_message_refused_before_the_relay_had_it_keeps_the_draft(
     (kept,) = mail.kept()
     assert kept["Subject"] == "dump"
     assert hub.messages == []
+
+
+# -- display names from the command line (fullnames) ------------------------------------
+
+
+def test_command_line_names_are_dropped_without_fullnames(
+    mail: Mail, mailhub: MailHubFactory
+) -> None:
+    """As s-nail: To and Cc show the bare addresses of the arguments; names from the
+    alias book, a -t template or ~t/~c stay."""
+    hub = mailhub()
+    mail.configure(hub)
+    mail.rc(ARCHWIKI_RC)
+    status = mail(
+        "-~", "-s", "n", "-c", "Jane Roe <jane@example.org>", "-b", "Hid <h@example.org>",
+        '"Doe, John" <john@example.org>', "j2@example.org (J Two)", "archuser",
+        body=b"~t Tilde Person <tp@example.org>\nbody\n",
+    )  # fmt: skip
+    assert status == 0, mail.err
+    (received,) = hub.wait_for(1)
+    assert received.rcpt_tos == [
+        "john@example.org",
+        "j2@example.org",
+        "someone@example.com",
+        "tp@example.org",
+        "jane@example.org",
+        "h@example.org",
+    ]
+    message = parsed(received.data)
+    assert message["To"] == (
+        "john@example.org, j2@example.org, My Name <someone@example.com>,"
+        " Tilde Person <tp@example.org>"
+    )
+    assert message["Cc"] == "jane@example.org"
+    assert b"Hid" not in received.data and b"h@example.org" not in received.data
+
+
+def test_fullnames_keeps_the_command_line_names(mail: Mail, mailhub: MailHubFactory) -> None:
+    hub = mailhub()
+    mail.configure(hub)
+    mail.rc("set fullnames\n")
+    status = mail(
+        "-s", "n", "-c", "Jane Roe <jane@example.org>", '"Doe, John" <john@example.org>'
+    )  # fmt: skip
+    assert status == 0, mail.err
+    message = parsed(hub.wait_for(1)[0].data)
+    assert message["To"] == '"Doe, John" <john@example.org>'
+    assert message["Cc"] == "Jane Roe <jane@example.org>"
+    # -S nofullnames beats the mail.rc.
+    assert mail("-S", "nofullnames", "-s", "n", '"Doe, John" <john@example.org>') == 0
+    assert parsed(hub.wait_for(2)[1].data)["To"] == "john@example.org"
+
+
+def test_template_names_are_kept_without_fullnames(mail: Mail, mailhub: MailHubFactory) -> None:
+    hub = mailhub()
+    mail.configure(hub)
+    template = b'To: "Doe, John" <john@example.org>\nSubject: t\n\nbody\n'
+    assert mail("-t", "Arg Name <arg@example.org>", body=template) == 0, mail.err
+    message = parsed(hub.wait_for(1)[0].data)
+    assert message["To"] == 'arg@example.org, "Doe, John" <john@example.org>'

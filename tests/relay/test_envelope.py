@@ -114,6 +114,30 @@ def test_recipient_args_accept_lists_and_names() -> None:
     ]
 
 
+def test_a_leading_dash_passes_only_in_its_path_form() -> None:
+    """`mail -. -odd@example.org` hands the relay `<-odd@example.org>`: it reaches the
+    envelope (RCPT TO only) bare; written bare it is still refused as an option."""
+    wanted = parse_recipient_args(["<-odd@Example.ORG>", "Odd <-odd@example.org>"])
+    assert wanted == ["<-odd@example.org>"]  # the same recipient twice, kept once
+    assert resolver(conf()).resolve_all(wanted) == ["-odd@example.org"]
+    for bare in ("-odd@example.org", "a@x.org, -odd@example.org"):
+        with pytest.raises(DataError, match="starts with '-'"):
+            parse_recipient_args([bare])
+    with pytest.raises(DataError, match="starts with '-'"):
+        resolver(conf()).resolve_all(["-odd@example.org"])
+
+
+@pytest.mark.parametrize("bad", ["<-odd>", "<-odd@example.org> x", "<-a@b\r\n>", "<-odd@>"])
+def test_a_malformed_path_form_is_refused(bad: str) -> None:
+    with pytest.raises(DataError):
+        resolver(conf()).resolve_all(parse_recipient_args([bad]))
+
+
+def test_a_local_name_starting_with_a_dash_is_refused() -> None:
+    with pytest.raises(NoUserError, match="local name starting with '-'"):
+        resolver(conf()).resolve_all(["<-odd@localhost>"])
+
+
 def test_recipient_args_refuse_crlf() -> None:
     with pytest.raises(DataError, match="control character"):
         parse_recipient_args(["a@x.org\r\nDATA"])
