@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from relay import __version__
 from relay.entry import run, stdin_was_closed
-from relay.errors import InternalError, NoInputError, RelayError, UsageError
+from relay.errors import InternalError, NoInputError, RelayError, UnavailableError, UsageError
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -254,7 +254,9 @@ def _run(opts: Options) -> int:
             sys.stdout.write(serverinfo.describe(config))
         except CertificateRejected as err:
             sys.stdout.write(err.report or "")
-            raise
+            # A delivery defers an untrusted certificate (it may be renewed); this is a
+            # report on the setup, and an untrusted hub is not a working one: 69.
+            raise UnavailableError(err.message, step=err.step) from None
         return os.EX_OK
     if opts.mode == "verify":
         return _verify(opts, config)

@@ -135,12 +135,23 @@ class MissingFileError(NoUserError):
 
 
 class UnavailableError(RelayError):
-    """A permanent refusal: 5xx, STARTTLS missing, certificate rejected, no usable AUTH;
+    """A permanent refusal: 5xx, no usable AUTH, a password that would go out in clear;
     or an external mta that cannot be run."""
 
 
 class TempFailError(RelayError):
     """A temporary failure (4xx, unreachable, timeout): worth trying again later."""
+
+
+class TLSFailure(TempFailError):
+    """TLS could not be set up as configured: a certificate that fails verification or
+    does not match `TLSFingerprint`, or a STARTTLS the server does not offer.
+
+    Temporary, as Postfix defers these: nothing was sent, and a hub whose certificate
+    lapses for an hour (or whose STARTTLS is off during maintenance) must not stop mail
+    for good. It says nothing against the message, so the queue does not back off for it
+    more than for a hub that is down (`relay.queue.blames_message`).
+    """
 
 
 class ProtocolError(RelayError):

@@ -37,6 +37,7 @@ EXPECTED = {
     "MissingFileError": os.EX_NOUSER,
     "UnavailableError": os.EX_UNAVAILABLE,
     "TempFailError": os.EX_TEMPFAIL,
+    "TLSFailure": os.EX_TEMPFAIL,
     "ProtocolError": os.EX_PROTOCOL,
     "NoPermError": os.EX_NOPERM,
     "ConfigError": os.EX_CONFIG,
