@@ -319,9 +319,23 @@ def _keep_without_config(err: RelayError, stand_in: Config) -> None:
 
 def _send(opts: Options, config: Config) -> int:
     from relay.envelope import current_identity
+    from relay.errors import TooBigError
     from relay.message import Spooled, read_input
 
-    raw = read_input(sys.stdin.buffer)  # a big message goes to a temporary file
+    try:
+        # A big message goes to a temporary file; past MaxMessageSize reading stops.
+        raw = read_input(sys.stdin.buffer, limit=config.max_message_size)
+    except TooBigError as err:
+        partial = err.partial
+        assert isinstance(partial, bytes | Spooled)
+        try:
+            from relay import submission
+
+            submission.keep(err, partial, current_identity(), config, None)
+        finally:
+            if isinstance(partial, Spooled):
+                partial.close()
+        raise
     try:
         return _submit(opts, config, raw, current_identity())
     finally:

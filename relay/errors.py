@@ -109,6 +109,27 @@ class DataError(RelayError):
     """Malformed message or address, alias loop, header injection attempt."""
 
 
+class TooBigError(DataError):
+    """The message passed `MaxMessageSize` (relay.conf(5)): reading stopped at `limit`
+    octets and nothing was sent. `partial` is what was read up to the limit (bytes, or a
+    `relay.message.Spooled` copy), for dead.letter, which says it is truncated.
+
+    65, not 73: the input is what is wrong (as for a malformed message), retrying it
+    cannot help, and 73/74 mean that the queue or dead.letter could not be written.
+    """
+
+    def __init__(self, message: str, *, limit: int, partial: object = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.partial = partial
+
+    def describe(self) -> str:
+        text = super().describe()
+        if self.keep_error is None and self.saved_to:
+            text += f" (truncated at {self.limit} bytes)"
+        return text
+
+
 class AliasLoopError(DataError):
     """Aliases that expand into each other: `cycle` is the chain, first name repeated
     at the end (`("a", "b", "a")`)."""

@@ -391,6 +391,17 @@ class Session:
         if eight_bit and client.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")
         if client.has_extn("size"):
+            announced = client.esmtp_features.get("size", "").strip()
+            most = int(announced) if announced.isdigit() else 0  # 0: no fixed limit
+            if 0 < most < size:
+                # Refused before MAIL, as the server would at MAIL (RFC 1870: 552): the
+                # whole message need not travel to be refused, and it is kept.
+                raise UnavailableError(
+                    f"message too big for {self.hub}: {size} bytes, and it accepts at most "
+                    f"{most} (its SIZE); nothing was sent",
+                    step=replies.MAIL,
+                    hint="send it smaller (split it, or link to large attachments)",
+                )
             options.append(f"SIZE={size}")
         mail = " ".join([f"MAIL FROM:<{sender}>", *options])
         rcpts = [f"RCPT TO:<{recipient}>" for recipient in recipients]

@@ -73,3 +73,24 @@ def test_a_big_message_queued_while_the_hub_is_down_has_flat_memory(tmp_path: Pa
     (entry,) = listed["entries"]
     assert entry["size"] > len(message)  # with the Date and From added
     assert peak < LIMIT_KIB, f"peak RSS {peak} KiB for a {SIZE >> 20} MiB message"
+
+
+@pytest.mark.slow
+def test_a_message_cut_off_by_max_message_size_has_flat_memory(
+    tmp_path: Path, mailhub: MailHubFactory
+) -> None:
+    hub = mailhub()
+    limit = SIZE // 2
+    conf = write_config(tmp_path, hub, MaxMessageSize=limit)
+    done, peak = run_measured(
+        "sendmail",
+        ["-C", str(conf), "-oi", "alice@example.com"],
+        home=tmp_path,
+        stdin=big_message(),
+        timeout=300,
+    )
+    assert done.returncode == os.EX_DATAERR, done.stderr
+    assert f"truncated at {limit} bytes".encode() in done.stderr
+    assert hub.connections == 0
+    assert (tmp_path / "dead.letter").stat().st_size > limit
+    assert peak < LIMIT_KIB, f"peak RSS {peak} KiB for a {SIZE >> 20} MiB message"

@@ -32,6 +32,7 @@ EXPECTED = {
     "UsageError": os.EX_USAGE,
     "DataError": os.EX_DATAERR,
     "AliasLoopError": os.EX_DATAERR,
+    "TooBigError": os.EX_DATAERR,
     "NoInputError": os.EX_NOINPUT,
     "NoUserError": os.EX_NOUSER,
     "MissingFileError": os.EX_NOUSER,
