@@ -125,7 +125,7 @@ class TooBigError(DataError):
 
     def describe(self) -> str:
         text = super().describe()
-        if self.keep_error is None and self.saved_to:
+        if self.keep_error is None and self.saved_to and self.partial is not None:
             text += f" (truncated at {self.limit} bytes)"
         return text
 

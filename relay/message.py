@@ -93,6 +93,15 @@ class Spooled:
                 self.fd = os.dup(handle.fileno())
         self.size = 0
 
+    @classmethod
+    def of_file(cls, fd: int, size: int) -> Spooled:
+        """An existing file (a queue entry's message) read the same way; the descriptor
+        becomes this object's, closed by `close`."""
+        spooled = cls.__new__(cls)
+        spooled.fd = fd
+        spooled.size = size
+        return spooled
+
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         while view:

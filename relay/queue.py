@@ -49,11 +49,14 @@ import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from relay import replies
 from relay.errors import CantCreateError, IOFailure, RelayError
 from relay.records import Record
+
+if TYPE_CHECKING:
+    from relay.message import Spooled
 
 SYSTEM_QUEUE_DIR = "/var/spool/mailx-relay"
 FORMAT_VERSION = 1
@@ -644,6 +647,19 @@ class Locked:
                 f"message is {len(data)} bytes, {META} says {self.entry.size}: truncated"
             )
         return data
+
+    def open_message(self) -> bytes | Spooled:
+        """The stored message as `relay.message.read_input` gives it: bytes when small,
+        else read from the file in blocks (a big message is never held whole); ValueError
+        if it is not the size the sidecar recorded."""
+        from relay.message import SPOOL_AT, Spooled
+
+        size = os.fstat(self._message_fd).st_size
+        if size <= SPOOL_AT:
+            return self.read_message()
+        if size != self.entry.size:
+            raise ValueError(f"message is {size} bytes, {META} says {self.entry.size}: truncated")
+        return Spooled.of_file(os.dup(self._message_fd), size)
 
     def update(self, **changes: Any) -> Entry:
         """Rewrite the sidecar atomically (write, fsync, rename, fsync the entry)."""

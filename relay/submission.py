@@ -308,6 +308,7 @@ def submit(
     who = envelope.identity or current_identity()
     with guard():  # a stop signal: the message is queued or kept, then we end
         try:
+            _check_size(raw, config)
             prepared = prepare(raw, config, envelope.replace(identity=who), resolver=resolver)
             if verbose is not None:
                 _explain(prepared, verbose)
@@ -324,6 +325,21 @@ def submit(
             stopped = Interrupted(f"stopped by {stop.name}", signal_number=stop.signal_number)
             keep(stopped, raw, who, config, dead_letter)
             raise stopped from None
+
+
+def _check_size(raw: bytes | Spooled, config: Config) -> None:
+    """MaxMessageSize for a message read by someone else (`mail`, the service): whole,
+    so it is kept whole. `sendmail` stops reading at the limit already (`read_input`)."""
+    limit = config.max_message_size
+    size = raw.size if isinstance(raw, Spooled) else len(raw)
+    if limit is not None and size > limit:
+        from relay.errors import TooBigError
+
+        raise TooBigError(
+            f"the message ({size} bytes) is larger than MaxMessageSize ({limit} bytes); "
+            "nothing was sent: raise MaxMessageSize in relay.conf, or send it smaller",
+            limit=limit,
+        )
 
 
 ALWAYS_REASON = "Queue=always: not tried now; mailq --flush (or sendmail -q) delivers it"

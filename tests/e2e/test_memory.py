@@ -57,7 +57,9 @@ def test_a_refused_big_message_is_kept_with_flat_memory(
 
 
 @pytest.mark.slow
-def test_a_big_message_queued_while_the_hub_is_down_has_flat_memory(tmp_path: Path) -> None:
+def test_a_big_message_queued_while_the_hub_is_down_has_flat_memory(
+    tmp_path: Path, mailhub: MailHubFactory
+) -> None:
     conf = write_config(tmp_path, None, mailhub=f"127.0.0.1:{closed_port()}")
     message = big_message()
     done, peak = run_measured(
@@ -73,6 +75,16 @@ def test_a_big_message_queued_while_the_hub_is_down_has_flat_memory(tmp_path: Pa
     (entry,) = listed["entries"]
     assert entry["size"] > len(message)  # with the Date and From added
     assert peak < LIMIT_KIB, f"peak RSS {peak} KiB for a {SIZE >> 20} MiB message"
+    # The flush sends it from its file, and keeps it in dead.letter from there on a 552.
+    hub = mailhub(faults={"EOD": (552, "5.3.4 too big")}, size_limit=None)
+    write_config(tmp_path, hub)
+    done, peak = run_measured("mailq", ["-C", str(conf), "--flush"], home=tmp_path, timeout=300)
+    assert done.returncode == os.EX_UNAVAILABLE, done.stderr
+    assert hub.commands.count("DATA") == 1
+    kept = (tmp_path / "dead.letter").read_bytes()
+    assert b"552 5.3.4 too big" in kept[:2000] and b"\n>From the start\n" in kept
+    assert len(kept) > len(message)
+    assert peak < LIMIT_KIB, f"flush peak RSS {peak} KiB for a {SIZE >> 20} MiB message"
 
 
 @pytest.mark.slow

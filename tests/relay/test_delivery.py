@@ -350,3 +350,16 @@ class TestFaults:
         assert "delivered to alice@example.com only" in str(err)
         assert "<bad@example.com>: 550 5.1.1 unknown" in str(err)
         assert hub.wait_for(1)[0].rcpt_tos == ["alice@example.com"]
+
+
+def test_a_message_read_by_the_caller_over_max_message_size_is_kept_whole(
+    tmp_path: Path, mailhub: MailHubFactory
+) -> None:
+    # `mail` reads the message itself: the relay refuses it whole (65) and keeps it whole.
+    hub = mailhub()
+    message = b"Subject: big\n\n" + b"line\n" * 500
+    err = fail(tmp_path, hub, MaxMessageSize="1K", message=message)
+    assert err.exit_code == os.EX_DATAERR
+    assert "larger than MaxMessageSize (1024 bytes)" in str(err)
+    assert "truncated" not in err.describe()
+    assert hub.connections == 0
