@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from relay import __version__
 from relay.entry import run, stdin_was_closed
-from relay.errors import InternalError, NoInputError, RelayError, UsageError
+from relay.errors import InternalError, NoInputError, RelayError, UnavailableError, UsageError
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -254,7 +254,9 @@ def _run(opts: Options) -> int:
             sys.stdout.write(serverinfo.describe(config))
         except CertificateRejected as err:
             sys.stdout.write(err.report or "")
-            raise
+            # A delivery defers an untrusted certificate (it may be renewed); this is a
+            # report on the setup, and an untrusted hub is not a working one: 69.
+            raise UnavailableError(err.message, step=err.step) from None
         return os.EX_OK
     if opts.mode == "verify":
         return _verify(opts, config)
@@ -317,9 +319,23 @@ def _keep_without_config(err: RelayError, stand_in: Config) -> None:
 
 def _send(opts: Options, config: Config) -> int:
     from relay.envelope import current_identity
+    from relay.errors import TooBigError
     from relay.message import Spooled, read_input
 
-    raw = read_input(sys.stdin.buffer)  # a big message goes to a temporary file
+    try:
+        # A big message goes to a temporary file; past MaxMessageSize reading stops.
+        raw = read_input(sys.stdin.buffer, limit=config.max_message_size)
+    except TooBigError as err:
+        partial = err.partial
+        assert isinstance(partial, bytes | Spooled)
+        try:
+            from relay import submission
+
+            submission.keep(err, partial, current_identity(), config, None)
+        finally:
+            if isinstance(partial, Spooled):
+                partial.close()
+        raise
     try:
         return _submit(opts, config, raw, current_identity())
     finally:

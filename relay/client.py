@@ -227,8 +227,7 @@ def _keep(
 
     lines = lines or [f"the submission service failed (status {status})"]
     try:
-        whole = raw if isinstance(raw, bytes) else raw.read_all()
-        saved = deadletter.save(whole, _login(), dead_letter)
+        saved = deadletter.save(raw, _login(), dead_letter)
     except RelayError as failed:
         lines[-1] += f"; and the message could not be kept: {failed}"
         return failed.exit_code, lines

@@ -74,6 +74,8 @@ class Config(NamedTuple):
     queue_dir: str | None = None
     queue_max_age: int = DEFAULT_MAX_AGE
     queue_backoff: tuple[int, int] = DEFAULT_BACKOFF
+    #: MaxMessageSize in octets; None: the mailhub's SIZE if it announces one, else none.
+    max_message_size: int | None = None
     log_file: str | None = None
     syslog: bool = False
     #: A secret every local user can read is refused (78), not only warned about.
@@ -157,6 +159,17 @@ def _parse_duration(value: str) -> int:
     return seconds
 
 
+def _parse_size(value: str) -> int:
+    """Octets: `1048576`, or a number followed by K, M or G (powers of 1024)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = value.strip().lower().removesuffix("b")
+    scale = units.get(text[-1:], 0)
+    digits = text[:-1] if scale else text
+    if not digits.isdigit() or int(digits) < 1:
+        raise ValueError(f"expected a size such as 10M, 512K or 1048576, got '{value}'")
+    return int(digits) * (scale or 1)
+
+
 def _parse_queue(value: str) -> str:
     mode = value.lower()
     if mode not in ("fallback", "always", "no"):
@@ -205,6 +218,7 @@ _KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "queuedir": ("queue_dir", _text),
     "queuemaxage": ("queue_max_age", _parse_duration),
     "queuebackoff": ("queue_backoff", _parse_backoff),
+    "maxmessagesize": ("max_message_size", _parse_size),
     "logfile": ("log_file", _text),
     "syslog": ("syslog", _parse_bool),
     "strictpermissions": ("strict_permissions", _parse_bool),

@@ -20,6 +20,10 @@ dead-letter area instead: `<queue dir>/dead/`, 0700 root, one file per message n
 `<id>.<owner uid>`, read by root's `mailq --dead` (mailq(1)). Otherwise the error says
 that the message could not be kept (73 or 74): the only honest outcome.
 
+Memory stays flat in the message size: a big message (a `relay.message.Spooled` copy of
+stdin, a queue entry's file) is written in blocks, the mboxrd quoting done line by line
+with the unfinished last line of each block carried into the next.
+
 The file size limit (`ulimit -f`): Python starts with SIGXFSZ ignored, so a write past
 it fails with EFBIG instead of killing us; that is an I/O failure (74), and the partial
 entry is cut off again so the mbox stays readable.
@@ -33,9 +37,21 @@ import os
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from relay.errors import CantCreateError, IOFailure, RelayError
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Blocks(Protocol):
+        """A message too big to hold, read in blocks as often as needed (a
+        `relay.message.Spooled`, a queue entry's file)."""
+
+        def blocks(self) -> Iterator[bytes]: ...
+
+    Source = bytes | Blocks
 
 _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 #: The spool's dead-letter area, inside the queue directory.
@@ -74,18 +90,69 @@ def own_home(environ: Mapping[str, str], uid: int) -> str | None:
     return entry.pw_dir if entry.pw_dir and os.path.isabs(entry.pw_dir) else None
 
 
+#: A line longer than this is written in pieces (its start decided the quoting already).
+_LONG_LINE = 1 << 16
+
+
 def mbox_entry(message: bytes, sender: str, when: float | None = None) -> bytes:
     """One mboxrd entry: `From ` line, the message with LF line ends, a blank line."""
+    return b"".join(mbox_chunks((message,), sender, when))
+
+
+def mbox_chunks(
+    message: Iterable[bytes], sender: str, when: float | None = None
+) -> Iterator[bytes]:
+    """`mbox_entry` in pieces, for a message given in blocks of any size.
+
+    Only whole lines are quoted and converted (CRLF to LF), so a `From ` or a CRLF split
+    across two blocks is seen whole: the unfinished last line is carried to the next
+    block, except a line longer than `_LONG_LINE`, which goes out in pieces once its
+    start (all the quoting looks at) has been seen.
+    """
     stamp = time.asctime(time.gmtime(when if when is not None else time.time()))
-    text = message.replace(b"\r\n", b"\n")
-    if not text.endswith(b"\n"):
-        text += b"\n"
     envelope = (sender or "MAILER-DAEMON").replace(" ", "_")
-    return f"From {envelope} {stamp}\n".encode() + _FROM_LINE.sub(rb">\1", text) + b"\n"
+    yield f"From {envelope} {stamp}\n".encode()
+    carry = b""
+    at_line_start = True  # whether `carry` starts a line
+    last = b""  # the last octet written: the entry ends with an empty line after it
+    for block in message:
+        data = carry + block
+        cut = data.rfind(b"\n") + 1
+        whole, carry = data[:cut], data[cut:]
+        if whole:
+            out = _quote(whole, at_line_start)
+            at_line_start = True
+            yield out
+            last = out[-1:]
+        if len(carry) > _LONG_LINE:
+            # Keep a trailing CR: its LF may start the next block.
+            keep = 1 if carry.endswith(b"\r") else 0
+            piece, carry = carry[: len(carry) - keep], carry[len(carry) - keep :]
+            yield _quote(piece, at_line_start)
+            at_line_start = False
+            last = piece[-1:]
+    if carry:
+        yield _quote(carry, at_line_start)
+        last = carry[-1:]
+    yield b"\n\n" if last != b"\n" else b"\n"
+
+
+def _quote(text: bytes, at_line_start: bool) -> bytes:
+    """mboxrd quoting and LF line ends for `text`; its first line is the rest of a line
+    already begun (so never quoted) unless `at_line_start`."""
+    text = text.replace(b"\r\n", b"\n")
+    if at_line_start:
+        return _FROM_LINE.sub(rb">\1", text)
+    first, newline, rest = text.partition(b"\n")
+    return first + newline + _FROM_LINE.sub(rb">\1", rest)
+
+
+def _blocks(message: Source) -> Iterable[bytes]:
+    return (message,) if isinstance(message, bytes) else message.blocks()
 
 
 def save(
-    message: bytes,
+    message: Source,
     sender: str,
     path: str | None = None,
     what: str = "dead.letter",
@@ -94,7 +161,8 @@ def save(
     owner: int | None = None,
 ) -> str:
     """Append the message to an mbox (dead.letter unless `what` names another, such as
-    `mail`'s record file) and return the path; raises 73/74 on failure.
+    `mail`'s record file) and return the path; raises 73/74 on failure. A big message
+    is given as its blocks (`Blocks`: read again if the spool's dead area is tried next).
 
     For dead.letter, a failure falls back to the spool's dead area when we are root and
     `spool` (the queue directory) is given; `owner` is the uid the message belongs to,
@@ -120,7 +188,7 @@ def save(
             raise also from None
 
 
-def _append(message: bytes, sender: str, path: str, what: str) -> str:
+def _append(message: Source, sender: str, path: str, what: str) -> str:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o600)
@@ -142,7 +210,8 @@ def _append(message: bytes, sender: str, path: str, what: str) -> str:
         fcntl.lockf(fd, fcntl.LOCK_EX)
         end = os.fstat(fd).st_size
         try:
-            _write_all(fd, mbox_entry(message, sender))
+            for chunk in mbox_chunks(_blocks(message), sender):
+                _write_all(fd, chunk)
             os.fsync(fd)
         except OSError:
             # A half-written entry (disk full, ulimit -f) would glue the next one onto
@@ -187,7 +256,7 @@ def spool_dir(queue_dir: str | None = None) -> str:
 
 
 def save_to_spool(
-    message: bytes, sender: str, queue_dir: str | None, owner: int, reason: str
+    message: Source, sender: str, queue_dir: str | None, owner: int, reason: str
 ) -> str:
     """Keep a message in `<queue dir>/dead/<id>.<owner>` (0600, the directory 0700).
 
@@ -211,7 +280,7 @@ def save_to_spool(
                 "the spool's dead-letter area must be owned by us and mode 700", path=where
             )
         head = f"{OWNER_HEADER}: uid={owner}; {one_line(reason)}\r\n"
-        data = mbox_entry(head.encode("utf-8", "surrogateescape") + message, sender)
+        data = mbox_chunks(_prefixed(head.encode("utf-8", "surrogateescape"), message), sender)
         name = f"{new_id(time.time())}.{owner}"
         temporary = f".{name}.tmp"
         try:
@@ -222,7 +291,8 @@ def save_to_spool(
                 dir_fd=dir_fd,
             )
             try:
-                _write_all(fd, data)
+                for chunk in data:
+                    _write_all(fd, chunk)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -235,6 +305,11 @@ def save_to_spool(
     finally:
         os.close(dir_fd)
     return os.path.join(where, name)
+
+
+def _prefixed(head: bytes, message: Source) -> Iterator[bytes]:
+    yield head
+    yield from _blocks(message)
 
 
 class DeadEntry:

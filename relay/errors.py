@@ -109,6 +109,27 @@ class DataError(RelayError):
     """Malformed message or address, alias loop, header injection attempt."""
 
 
+class TooBigError(DataError):
+    """The message passed `MaxMessageSize` (relay.conf(5)): reading stopped at `limit`
+    octets and nothing was sent. `partial` is what was read up to the limit (bytes, or a
+    `relay.message.Spooled` copy), for dead.letter, which says it is truncated.
+
+    65, not 73: the input is what is wrong (as for a malformed message), retrying it
+    cannot help, and 73/74 mean that the queue or dead.letter could not be written.
+    """
+
+    def __init__(self, message: str, *, limit: int, partial: object = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.partial = partial
+
+    def describe(self) -> str:
+        text = super().describe()
+        if self.keep_error is None and self.saved_to and self.partial is not None:
+            text += f" (truncated at {self.limit} bytes)"
+        return text
+
+
 class AliasLoopError(DataError):
     """Aliases that expand into each other: `cycle` is the chain, first name repeated
     at the end (`("a", "b", "a")`)."""
@@ -135,12 +156,23 @@ class MissingFileError(NoUserError):
 
 
 class UnavailableError(RelayError):
-    """A permanent refusal: 5xx, STARTTLS missing, certificate rejected, no usable AUTH;
+    """A permanent refusal: 5xx, no usable AUTH, a password that would go out in clear;
     or an external mta that cannot be run."""
 
 
 class TempFailError(RelayError):
     """A temporary failure (4xx, unreachable, timeout): worth trying again later."""
+
+
+class TLSFailure(TempFailError):
+    """TLS could not be set up as configured: a certificate that fails verification or
+    does not match `TLSFingerprint`, or a STARTTLS the server does not offer.
+
+    Temporary, as Postfix defers these: nothing was sent, and a hub whose certificate
+    lapses for an hour (or whose STARTTLS is off during maintenance) must not stop mail
+    for good. It says nothing against the message, so the queue does not back off for it
+    more than for a hub that is down (`relay.queue.blames_message`).
+    """
 
 
 class ProtocolError(RelayError):

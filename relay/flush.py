@@ -294,19 +294,27 @@ class _Flush:
             if not self.force and not current.due(time.time()):
                 self.report.waiting += 1  # another flusher tried it a moment ago
                 return
-            from relay.message import parse
+            from relay.message import Spooled, parse
 
             try:
-                message = parse(locked.read_message())
-            except (ValueError, RelayError) as err:
+                raw = locked.open_message()  # a big one stays in its file
+            except ValueError as err:
                 self._quarantine(entry.id, str(err))
                 return
             try:
+                try:
+                    message = parse(raw)
+                except (ValueError, RelayError) as err:
+                    self._quarantine(entry.id, str(err))
+                    return
                 self._send(locked, message, link)
             except RelayError as err:  # the queue or dead.letter could not be written
                 self.report.errors.append(err)
                 self.report.current_error = str(err)
                 raise _Halt() from None
+            finally:
+                if isinstance(raw, Spooled):
+                    raw.close()
 
     def _send(self, locked: Locked, message: Message, link: _Link) -> None:
         from relay.delivery import deliver

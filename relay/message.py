@@ -93,6 +93,15 @@ class Spooled:
                 self.fd = os.dup(handle.fileno())
         self.size = 0
 
+    @classmethod
+    def of_file(cls, fd: int, size: int) -> Spooled:
+        """An existing file (a queue entry's message) read the same way; the descriptor
+        becomes this object's, closed by `close`."""
+        spooled = cls.__new__(cls)
+        spooled.fd = fd
+        spooled.size = size
+        return spooled
+
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         while view:
@@ -126,8 +135,53 @@ class Spooled:
         self.close()
 
 
-def read_input(stream: BinaryIO, *, spool_at: int = SPOOL_AT) -> bytes | Spooled:
-    """Read a message to EOF: bytes when small, else a `Spooled` copy, never both."""
+def read_input(
+    stream: BinaryIO, *, spool_at: int = SPOOL_AT, limit: int | None = None
+) -> bytes | Spooled:
+    """Read a message to EOF: bytes when small, else a `Spooled` copy, never both.
+
+    With `limit` (MaxMessageSize), reading stops as soon as the input passes it (an
+    endless stdin cannot fill the disk or memory): `TooBigError` (65) is raised, its
+    `partial` the first `limit` octets, for dead.letter.
+    """
+    if limit is None:
+        return _read_input(stream, spool_at)
+    bounded = _Bounded(stream, limit + 1)
+    raw = _read_input(bounded, spool_at)
+    if bounded.taken <= limit:
+        return raw
+    from relay.errors import TooBigError
+
+    if isinstance(raw, Spooled):
+        raw.size = limit  # what blocks() reads: the first `limit` octets
+    else:
+        raw = raw[:limit]
+    raise TooBigError(
+        f"the message is larger than MaxMessageSize ({limit} bytes): reading stopped there "
+        "and nothing was sent; raise MaxMessageSize in relay.conf, or send it smaller",
+        limit=limit,
+        partial=raw,
+    )
+
+
+class _Bounded:
+    """A stream that gives at most `most` octets (then acts as at its end)."""
+
+    def __init__(self, stream: BinaryIO, most: int) -> None:
+        self.stream = stream
+        self.left = most
+        self.taken = 0
+
+    def read(self, size: int) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.stream.read(min(size, self.left))
+        self.left -= len(data)
+        self.taken += len(data)
+        return data
+
+
+def _read_input(stream: BinaryIO | _Bounded, spool_at: int) -> bytes | Spooled:
     first = stream.read(spool_at + 1)
     if len(first) <= spool_at:
         return first
@@ -152,7 +206,7 @@ def read_input(stream: BinaryIO, *, spool_at: int = SPOOL_AT) -> bytes | Spooled
     return spool
 
 
-def _in_memory(parts: list[bytes], stream: BinaryIO) -> bytes:
+def _in_memory(parts: list[bytes], stream: BinaryIO | _Bounded) -> bytes:
     while block := stream.read(CHUNK):
         parts.append(block)
     return b"".join(parts)

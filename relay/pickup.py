@@ -366,7 +366,7 @@ class _Pickup:
         hub = prepared.sender.mailhub
         hostport = submission.hostport(hub) if hub is not None else None
         entry = self.spool.enqueue(
-            submission.stored_form(prepared),
+            submission.stored_pieces(prepared),
             sender=prepared.sender.envelope,
             recipients=prepared.recipients,
             message_id=prepared.message_id,

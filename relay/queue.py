@@ -47,13 +47,16 @@ import os
 import re
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from relay import replies
 from relay.errors import CantCreateError, IOFailure, RelayError
 from relay.records import Record
+
+if TYPE_CHECKING:
+    from relay.message import Spooled
 
 SYSTEM_QUEUE_DIR = "/var/spool/mailx-relay"
 FORMAT_VERSION = 1
@@ -367,7 +370,7 @@ class Queue:
 
     def enqueue(
         self,
-        message: bytes,
+        message: bytes | Iterable[bytes],
         *,
         sender: str,
         recipients: Sequence[str],
@@ -383,6 +386,9 @@ class Queue:
     ) -> Entry:
         """Store a message durably (protocol in the module docstring); returns its entry.
 
+        `message` is the bytes, or its pieces in order (written as they come, so a big
+        message is never held whole).
+
         Raises CantCreateError (73) when the entry cannot be created, IOFailure (74) when
         it cannot be written (disk full, I/O error); nothing is left in new/ then.
         """
@@ -390,13 +396,14 @@ class Queue:
             raise ValueError("enqueue needs at least one recipient")
         when = time.time() if now is None else now
         name, entry_fd = self._make_entry_dir(when)
+        pieces = (message,) if isinstance(message, bytes) else message
         entry = Entry(
             id=name,
             sender=sender,
             recipients=tuple(recipients),
             queued_at=when,
             next_try=when if next_try is None else next_try,
-            size=len(message),
+            size=0,  # known once written
             attempts=attempts,
             last_error=one_line(last_error) if last_error else None,
             message_id=message_id,
@@ -408,7 +415,7 @@ class Queue:
         committed = False
         try:
             try:
-                _write_file(entry_fd, MESSAGE, message)
+                entry = entry.replace(size=_write_file(entry_fd, MESSAGE, pieces))
                 _write_file(entry_fd, META, entry.to_json())
                 os.fsync(entry_fd)
             finally:
@@ -641,6 +648,19 @@ class Locked:
             )
         return data
 
+    def open_message(self) -> bytes | Spooled:
+        """The stored message as `relay.message.read_input` gives it: bytes when small,
+        else read from the file in blocks (a big message is never held whole); ValueError
+        if it is not the size the sidecar recorded."""
+        from relay.message import SPOOL_AT, Spooled
+
+        size = os.fstat(self._message_fd).st_size
+        if size <= SPOOL_AT:
+            return self.read_message()
+        if size != self.entry.size:
+            raise ValueError(f"message is {size} bytes, {META} says {self.entry.size}: truncated")
+        return Spooled.of_file(os.dup(self._message_fd), size)
+
     def update(self, **changes: Any) -> Entry:
         """Rewrite the sidecar atomically (write, fsync, rename, fsync the entry)."""
         entry = self.entry.replace(**changes)
@@ -693,20 +713,16 @@ class Locked:
         whom = ", ".join(recipients if recipients is not None else self.entry.recipients)
         note = one_line(f"not delivered to {whom}: {reason}")
         header = f"X-Mailx-Relay-Failed: {note}\r\n".encode("utf-8", "surrogateescape")
-        try:
-            data = self.read_message()
-        except ValueError:
-            data = _read_all(self._message_fd, offset=0)  # keep whatever there is
+        # Read in blocks, whatever its size (a truncated file: whatever there is).
+        data = _FileBlocks(self._message_fd, header)
         uid = self.entry.uid
         if uid is not None and uid != os.geteuid():
             # Another user's message (the offline drop, the service): never write into
             # their home as root; keep it in the spool's dead area, where mailq --dead
             # shows it to them and to root.
-            return deadletter.save_to_spool(
-                header + data, self.entry.sender, self.queue.path, uid, note
-            )
+            return deadletter.save_to_spool(data, self.entry.sender, self.queue.path, uid, note)
         return deadletter.save(
-            header + data, self.entry.sender, self.entry.dead_letter, spool=self.queue.path
+            data, self.entry.sender, self.entry.dead_letter, spool=self.queue.path
         )
 
     def close(self) -> None:
@@ -829,21 +845,47 @@ def _write_error(err: OSError, path: str) -> RelayError:
 
 
 def _write_file(
-    dir_fd: int, name: str, data: bytes, *, sync: bool = True, exclusive: bool = True
-) -> None:
+    dir_fd: int,
+    name: str,
+    data: bytes | Iterable[bytes],
+    *,
+    sync: bool = True,
+    exclusive: bool = True,
+) -> int:
+    """Write `data` (bytes, or pieces in order) to a new file; returns its size."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     flags |= os.O_EXCL if exclusive else os.O_TRUNC
     fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    size = 0
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        for piece in (data,) if isinstance(data, bytes) else data:
+            view = memoryview(piece)
+            size += len(view)
+            while view:
+                view = view[os.write(fd, view) :]
         if sync:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
         raise
     os.close(fd)  # errors reported by close (NFS) are write errors too: not swallowed
+    return size
+
+
+class _FileBlocks:
+    """A queued message file read in blocks from the start, after `head`
+    (`relay.deadletter.Blocks`)."""
+
+    def __init__(self, fd: int, head: bytes) -> None:
+        self.fd = fd
+        self.head = head
+
+    def blocks(self) -> Iterator[bytes]:
+        yield self.head
+        offset = 0
+        while block := os.pread(self.fd, 1 << 18, offset):
+            offset += len(block)
+            yield block
 
 
 def _read_all(fd: int, offset: int | None = None) -> bytes:

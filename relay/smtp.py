@@ -14,8 +14,12 @@ with the policy done here:
 
 Every failure leaves as a `RelayError` subclass carrying `step` (`relay.replies`
 names them), `reply` and `code`: 4xx, timeouts and dropped connections are temporary
-(EX_TEMPFAIL), 5xx permanent, a rejected certificate or missing STARTTLS EX_UNAVAILABLE,
-a rejected login EX_NOPERM, a garbled reply EX_PROTOCOL; `relay.replies` sorts the codes.
+(EX_TEMPFAIL), and so are a rejected certificate or pin and a missing STARTTLS (a
+`TLSFailure`: deferred as Postfix does, nothing was sent); 5xx permanent, a rejected
+login EX_NOPERM, a garbled reply EX_PROTOCOL; `relay.replies` sorts the codes. A TLS
+handshake that fails on the protocol itself (implicit TLS against a STARTTLS port, or
+the reverse) is retried like any protocol error, but its text says it is almost
+certainly the configuration and names the key and the port.
 A 421 is the server closing the session: the connection is dropped at once and the
 error says at which step, and whether any message data had been sent. A connection lost
 after the final dot, before the reply, is the one failure after which the message may
@@ -39,6 +43,7 @@ from relay.errors import (
     ProtocolError,
     RelayError,
     TempFailError,
+    TLSFailure,
     UnavailableError,
 )
 from relay.records import Record
@@ -113,7 +118,7 @@ def normalise_fingerprint(text: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
 
 
-class CertificateRejected(UnavailableError):
+class CertificateRejected(TLSFailure):
     """The server's certificate failed verification (chain, name or dates)."""
 
     #: `--serverinfo` only: what an unverified look at the server showed.
@@ -250,7 +255,7 @@ class Session:
         if config.use_starttls:
             self.step = replies.STARTTLS
             if not client.has_extn("starttls"):
-                raise UnavailableError(
+                raise TLSFailure(
                     f"{hub} does not offer STARTTLS, which UseSTARTTLS=yes requires; "
                     "nothing was sent in clear text",
                     step=replies.STARTTLS,
@@ -280,7 +285,7 @@ class Session:
         der = self.peer_certificate()
         got = fingerprint(der) if der else "(no certificate)"
         if got != normalise_fingerprint(expected):
-            raise UnavailableError(
+            raise TLSFailure(
                 f"TLS certificate of {self.hub.host} does not match TLSFingerprint: "
                 f"expected {normalise_fingerprint(expected)}, got {got}",
                 step="TLS",
@@ -386,6 +391,17 @@ class Session:
         if eight_bit and client.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")
         if client.has_extn("size"):
+            announced = client.esmtp_features.get("size", "").strip()
+            most = int(announced) if announced.isdigit() else 0  # 0: no fixed limit
+            if 0 < most < size:
+                # Refused before MAIL, as the server would at MAIL (RFC 1870: 552): the
+                # whole message need not travel to be refused, and it is kept.
+                raise UnavailableError(
+                    f"message too big for {self.hub}: {size} bytes, and it accepts at most "
+                    f"{most} (its SIZE); nothing was sent",
+                    step=replies.MAIL,
+                    hint="send it smaller (split it, or link to large attachments)",
+                )
             options.append(f"SIZE={size}")
         mail = " ".join([f"MAIL FROM:<{sender}>", *options])
         rcpts = [f"RCPT TO:<{recipient}>" for recipient in recipients]
@@ -559,8 +575,7 @@ def _classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
         return TempFailError(f"{hub} cut the TLS handshake {during}", step=step)
     if ssl is not None and isinstance(err, ssl.SSLError):
         return ProtocolError(
-            f"TLS failure with {hub} {during}: {err.reason or err} (does the port speak "
-            "the TLS mode configured: UseTLS for implicit TLS, UseSTARTTLS for STARTTLS?)",
+            f"TLS failure with {hub} {during}: {err.reason or err}" + _tls_mode_hint(step, hub),
             step=step,
         )
     if isinstance(
@@ -578,6 +593,26 @@ def _classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
             return TempFailError(f"cannot connect to {hub}: {reason}", step=step)
         return TempFailError(f"cannot talk to {hub} {during}: {reason}", step=step)
     return RelayError(f"internal error {during}: {type(err).__name__}: {err}", step=step)
+
+
+def _tls_mode_hint(step: str, hub: Mailhub) -> str:
+    """What a TLS protocol failure on first contact almost always is: a TLS mode that does
+    not match the port (implicit TLS against a STARTTLS port, or the reverse)."""
+    if step == replies.CONNECT:
+        # The handshake was the first thing said: the port speaks plain SMTP (STARTTLS).
+        return (
+            f"; this is almost certainly a configuration error: UseTLS=yes (implicit TLS) "
+            f"is set but port {hub.port} of {hub.host} does not speak TLS first; for a "
+            "STARTTLS port (587, 25) set UseSTARTTLS=yes, or use the implicit TLS port (465)"
+        )
+    if step == replies.STARTTLS:
+        return (
+            f"; this is almost certainly a configuration error: UseSTARTTLS=yes is set but "
+            f"port {hub.port} of {hub.host} did not complete a STARTTLS handshake; check "
+            "UseSTARTTLS and UseTLS against the port (465 is implicit TLS: UseTLS=yes, "
+            "UseSTARTTLS=no)"
+        )
+    return ""
 
 
 def open_session(

@@ -20,7 +20,7 @@ delivered or durably queued (`relay.queue` commits before it returns).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TextIO
 
@@ -308,6 +308,7 @@ def submit(
     who = envelope.identity or current_identity()
     with guard():  # a stop signal: the message is queued or kept, then we end
         try:
+            _check_size(raw, config)
             prepared = prepare(raw, config, envelope.replace(identity=who), resolver=resolver)
             if verbose is not None:
                 _explain(prepared, verbose)
@@ -324,6 +325,21 @@ def submit(
             stopped = Interrupted(f"stopped by {stop.name}", signal_number=stop.signal_number)
             keep(stopped, raw, who, config, dead_letter)
             raise stopped from None
+
+
+def _check_size(raw: bytes | Spooled, config: Config) -> None:
+    """MaxMessageSize for a message read by someone else (`mail`, the service): whole,
+    so it is kept whole. `sendmail` stops reading at the limit already (`read_input`)."""
+    limit = config.max_message_size
+    size = raw.size if isinstance(raw, Spooled) else len(raw)
+    if limit is not None and size > limit:
+        from relay.errors import TooBigError
+
+        raise TooBigError(
+            f"the message ({size} bytes) is larger than MaxMessageSize ({limit} bytes); "
+            "nothing was sent: raise MaxMessageSize in relay.conf, or send it smaller",
+            limit=limit,
+        )
 
 
 ALWAYS_REASON = "Queue=always: not tried now; mailq --flush (or sendmail -q) delivers it"
@@ -382,7 +398,17 @@ def stored_form(prepared: Prepared) -> bytes:
     Converted to wire form only when sent, since that depends on the session (8BITMIME).
     `relay.message.parse` reads it back unchanged.
     """
-    return prepared.message.header_bytes() + b"\r\n" + prepared.message.body_bytes()
+    return b"".join(stored_pieces(prepared))
+
+
+def stored_pieces(prepared: Prepared) -> Iterator[bytes]:
+    """`stored_form` in pieces: a spooled body is read in blocks, never held whole."""
+    message = prepared.message
+    yield message.header_bytes() + b"\r\n"
+    if message.spool is None:
+        yield message.body
+    else:
+        yield from message.spool.blocks(message.body_offset)
 
 
 def enqueue(
@@ -413,7 +439,7 @@ def enqueue(
     try:
         with queue.Queue.open(queue.queue_dir(config.queue_dir)) as spool:
             entry = spool.enqueue(
-                stored_form(prepared),
+                stored_pieces(prepared),
                 sender=wanted.mail_from,
                 recipients=wanted.recipients,
                 message_id=prepared.message_id,
@@ -454,8 +480,7 @@ def keep(
 
     sender, _why = default_sender_address(config, who)
     try:
-        whole = raw.read_all() if isinstance(raw, Spooled) else raw
-        err.saved_to = deadletter.save(whole, sender, path, spool=_spool(config))
+        err.saved_to = deadletter.save(raw, sender, path, spool=_spool(config))
     except RelayError as failed:
         err.saved_to = None
         err.keep_error = failed  # describe() says so; the status becomes failed's

@@ -73,6 +73,9 @@ def test_mailhub_list_and_defaults() -> None:
         ("Timeout=-1\n", 1, "positive"),
         ("Queue=sometimes\n", 1, "fallback, always or no"),
         ("QueueBackoff=60,10\n", 1, "FIRST,MAX"),
+        ("MaxMessageSize=ten\n", 1, "such as 10M"),
+        ("MaxMessageSize=0\n", 1, "such as 10M"),
+        ("MaxMessageSize=-5M\n", 1, "such as 10M"),
     ],
 )
 def test_errors_name_file_and_line(text: str, line: int, words: str) -> None:
@@ -93,6 +96,26 @@ def test_secret_is_not_in_error_messages() -> None:
 def test_unknown_key_is_a_warning_not_an_error() -> None:
     parsed = config.parse("mailhub=h\nFrobnicate=yes\nDebug=YES\n", "f")
     assert parsed.warnings == ("f:2: unknown key 'Frobnicate' ignored",)
+
+
+@pytest.mark.parametrize(
+    ("value", "octets"),
+    [
+        ("1048576", 1 << 20),
+        ("512K", 512 << 10),
+        ("10M", 10 << 20),
+        ("10m", 10 << 20),
+        ("1G", 1 << 30),
+        ("20MB", 20 << 20),
+    ],
+)
+def test_max_message_size(value: str, octets: int) -> None:
+    assert config.parse(f"MaxMessageSize={value}\n", "f").max_message_size == octets
+
+
+def test_max_message_size_default_is_unset() -> None:
+    # Unset: the mailhub's SIZE when it announces one (checked before MAIL), else none.
+    assert config.parse("mailhub=h\n", "f").max_message_size is None
 
 
 def test_durations() -> None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from relay.deadletter import default_path, save, save_to_spool, spool_entries
+from relay import deadletter
+from relay.deadletter import default_path, mbox_chunks, save, save_to_spool, spool_entries
 from relay.errors import CantCreateError
 from tests.mailhub import read_mbox
 
@@ -115,3 +120,73 @@ def test_spool_entries_by_owner(tmp_path: Path) -> None:
     (mine,) = spool_entries(spool, owner=1500)
     assert mine.reason == "refused: no alias for 'bob'"
     assert spool_entries(str(tmp_path / "never")) == []
+
+
+def whole_entry(message: bytes, sender: str, when: float) -> bytes:
+    """The mboxrd entry as written from the message held whole (the reference)."""
+    import time
+
+    stamp = time.asctime(time.gmtime(when))
+    text = message.replace(b"\r\n", b"\n")
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    quoted = re.sub(rb"^(>*From )", rb">\1", text, flags=re.MULTILINE)
+    return f"From {sender} {stamp}\n".encode() + quoted + b"\n"
+
+
+def split(message: bytes, cuts: list[int]) -> Iterator[bytes]:
+    start = 0
+    for cut in sorted(cuts):
+        yield message[start:cut]
+        start = cut
+    yield message[start:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"From ", b">From ", b"From", b"\r\n", b"\n", b"\r", b"x", b">"]),
+        max_size=30,
+    ),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_blocks_of_any_size_give_the_entry_of_the_whole_message(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    # A `From ` or a CRLF cut in two by a block boundary is still quoted and converted.
+    message = b"".join(parts)
+    got = b"".join(mbox_chunks(split(message, cuts), "me@x.org", when=0))
+    assert got == whole_entry(message, "me@x.org", 0)
+
+
+def test_a_line_longer_than_a_block_is_written_in_pieces_and_quoted_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(deadletter, "_LONG_LINE", 8)
+    message = b"From " + b"From x" * 10 + b"\r\nFrom end\r\n" + b"y" * 30 + b"\r"
+    pieces = [message[i : i + 3] for i in range(0, len(message), 3)]
+    got = b"".join(mbox_chunks(pieces, "me@x.org", when=0))
+    assert got == whole_entry(message, "me@x.org", 0)
+
+
+class Blocks:
+    """A big message read in blocks, as often as asked (a spooled copy of stdin)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reads = 0
+
+    def blocks(self) -> Iterator[bytes]:
+        self.reads += 1
+        for start in range(0, len(self.data), 5):
+            yield self.data[start : start + 5]
+
+
+def test_a_message_in_blocks_is_saved_as_the_same_entry(tmp_path: Path) -> None:
+    whole, blocks = tmp_path / "whole", tmp_path / "blocks"
+    save(MESSAGE, "me@x.org", str(whole))
+    source = Blocks(MESSAGE)
+    save(source, "me@x.org", str(blocks))
+    assert source.reads == 1
+    strip = re.compile(rb"^From me@x.org .*$", re.MULTILINE)
+    assert strip.sub(b"", blocks.read_bytes()) == strip.sub(b"", whole.read_bytes())

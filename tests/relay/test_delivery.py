@@ -167,7 +167,8 @@ class TestTLS:
             auth_require_tls=False,
         )
         err = fail(tmp_path, hub, TLS_CA_File=ca_file, AuthUser="alice", password=PASSWORD)
-        assert err.exit_code == os.EX_UNAVAILABLE
+        # Deferred as Postfix does (kept here, Queue=no): STARTTLS may be back later.
+        assert err.exit_code == os.EX_TEMPFAIL
         assert "does not offer STARTTLS" in str(err)
         assert no_transaction(hub)
 
@@ -190,7 +191,8 @@ class TestTLS:
     ) -> None:
         hub = mailhub(tls="starttls", cert=request.getfixturevalue(cert_name), auth=True)
         err = fail(tmp_path, hub, TLS_CA_File=ca_file, AuthUser="alice", password=PASSWORD)
-        assert err.exit_code == os.EX_UNAVAILABLE
+        # Temporary (a lapsed certificate gets renewed): 75 and kept with Queue=no.
+        assert err.exit_code == os.EX_TEMPFAIL
         assert "certificate" in str(err)
         assert words in str(err)
         assert no_transaction(hub)
@@ -201,7 +203,7 @@ class TestTLS:
         # msmtp 1.8.3's hole was in the default configuration: test without TLS_CA_File.
         hub = tls_hub(tls="implicit")
         err = fail(tmp_path, hub)
-        assert err.exit_code == os.EX_UNAVAILABLE
+        assert err.exit_code == os.EX_TEMPFAIL
         assert hub.messages == []
 
 
@@ -348,3 +350,16 @@ class TestFaults:
         assert "delivered to alice@example.com only" in str(err)
         assert "<bad@example.com>: 550 5.1.1 unknown" in str(err)
         assert hub.wait_for(1)[0].rcpt_tos == ["alice@example.com"]
+
+
+def test_a_message_read_by_the_caller_over_max_message_size_is_kept_whole(
+    tmp_path: Path, mailhub: MailHubFactory
+) -> None:
+    # `mail` reads the message itself: the relay refuses it whole (65) and keeps it whole.
+    hub = mailhub()
+    message = b"Subject: big\n\n" + b"line\n" * 500
+    err = fail(tmp_path, hub, MaxMessageSize="1K", message=message)
+    assert err.exit_code == os.EX_DATAERR
+    assert "larger than MaxMessageSize (1024 bytes)" in str(err)
+    assert "truncated" not in err.describe()
+    assert hub.connections == 0

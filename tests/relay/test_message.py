@@ -11,8 +11,8 @@ from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.errors import DataError
-from relay.message import MAX_LINE, fix_headers, parse, to_wire
+from relay.errors import DataError, TooBigError
+from relay.message import MAX_LINE, Spooled, fix_headers, parse, read_input, to_wire
 
 CORPUS = Path(__file__).parent.parent / "data" / "wire"
 
@@ -198,3 +198,37 @@ def test_a_long_but_legal_header_is_not_refolded() -> None:
     raw = f"To: a@example.com\nReferences: {references}\nSubject: s\n\n\0 forces re-encoding\n"
     wire = to_wire(parse(raw.encode()), eight_bit_ok=False)
     assert f"References: {references}\r\n".encode() in wire
+
+
+class Endless:
+    """A stdin that never ends, counting what was read from it."""
+
+    def __init__(self) -> None:
+        self.read_so_far = 0
+
+    def read(self, size: int = -1) -> bytes:
+        assert size > 0, "an endless stream read to its end"
+        self.read_so_far += size
+        return b"x" * size
+
+
+@pytest.mark.parametrize(("limit", "spool_at"), [(100, 1000), (5000, 1000)])
+def test_read_input_stops_past_the_limit_keeping_what_fits(limit: int, spool_at: int) -> None:
+    stream = Endless()
+    with pytest.raises(TooBigError) as caught:
+        read_input(stream, spool_at=spool_at, limit=limit)  # type: ignore[arg-type]
+    err = caught.value
+    assert stream.read_so_far == limit + 1  # not one octet more than needed to know
+    assert err.limit == limit and "MaxMessageSize" in str(err)
+    partial = err.partial
+    if isinstance(partial, Spooled):
+        assert b"".join(partial.blocks()) == b"x" * limit
+        partial.close()
+    else:
+        assert partial == b"x" * limit
+
+
+def test_read_input_at_the_limit_is_whole() -> None:
+    import io
+
+    assert read_input(io.BytesIO(b"y" * 64), limit=64) == b"y" * 64

@@ -319,3 +319,14 @@ def test_drop_directory_of_another_owner_is_refused(tmp_path: Path, offline: Pat
     with pytest.raises(CantCreateError, match="belongs to uid 65534"):
         pickup(config, str(offline), str(tmp_path / "queue"))
     assert len(list(offline.iterdir())) == 1
+
+
+def test_max_message_size_in_the_config_bounds_the_offline_drop(
+    tmp_path: Path, offline: Path
+) -> None:
+    conf = write_config(tmp_path, None, mailhub="127.0.0.1:9", MaxMessageSize="1K")
+    drop(offline, MESSAGE + b"x" * 2000)
+    report = pickup(load(str(conf)), str(offline), str(tmp_path / "queue"))
+    assert entries(tmp_path) == []
+    (problem,) = report.corrupt
+    assert "at most 1024" in problem.reason

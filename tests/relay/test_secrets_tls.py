@@ -42,7 +42,7 @@ class TestFingerprint:
         send(tmp_path, load(write_config(tmp_path, hub, TLSFingerprint=pin)))
         assert hub.wait_for(1)[0].tls
 
-    def test_wrong_pin_is_69_showing_expected_and_got(
+    def test_wrong_pin_is_deferred_showing_expected_and_got(
         self,
         tmp_path: Path,
         tls_hub: MailHubFactory,
@@ -52,11 +52,19 @@ class TestFingerprint:
         hub = tls_hub(auth=True)
         wrong = "AB:" * 31 + "AB"
         config = load(
-            write_config(tmp_path, hub, TLSFingerprint=wrong, TLS_CA_File=ca_file, AuthUser="alice")
+            write_config(
+                tmp_path,
+                hub,
+                TLSFingerprint=wrong,
+                TLS_CA_File=ca_file,
+                AuthUser="alice",
+                Queue="no",  # deferred: with a queue it would be queued (tests/e2e)
+            )
         )
         with pytest.raises(RelayError) as caught:
             send(tmp_path, config, password="s3cret #=pass word")
-        assert caught.value.exit_code == os.EX_UNAVAILABLE
+        # Deferred, as Postfix does: nothing was sent, and a re-keyed hub gets re-pinned.
+        assert caught.value.exit_code == os.EX_TEMPFAIL
         assert f"expected {wrong}, got {cert_fingerprint(server_cert)}" in str(caught.value)
         assert not any(c.startswith(("AUTH", "MAIL")) for c in hub.commands)
 

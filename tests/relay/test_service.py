@@ -398,3 +398,13 @@ def test_a_recipient_naming_a_file_or_command_is_refused(tmp_path: Path, recipie
     answer = service.deliver(load(str(conf)), request, b"Subject: x\n\nhi\n", 1500, "h")
     assert answer.status == os.EX_DATAERR
     assert not (tmp_path / "queue").exists()  # not even queued
+
+
+def test_max_message_size_in_the_config_is_the_services_limit(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with listener:
+        unset = load(str(write_config(tmp_path, None, mailhub="127.0.0.1:9")))
+        assert service.Service(listener, None, unset, 30).limit() == service.DEFAULT_MAX_MESSAGE
+        conf = write_config(tmp_path, None, mailhub="127.0.0.1:9", MaxMessageSize="2K")
+        limited = load(str(conf))
+        assert service.Service(listener, None, limited, 30).limit() == 2048
