@@ -27,8 +27,9 @@ MESSAGE = b"Subject: nightly\n\nbackup done\n"
 
 
 class StallingServer:
-    """Stalls at `stall` ("greeting": says nothing; "end of data": reads the whole
-    message, then never answers) and sets `reached` when it gets there."""
+    """Stalls at `stall` ("greeting": says nothing; "MAIL", "RCPT", "DATA": gives no
+    reply to that command; "end of data": reads the whole message, then never answers)
+    and sets `reached` when it gets there."""
 
     def __init__(self, stall: str) -> None:
         self.stall = stall
@@ -48,6 +49,8 @@ class StallingServer:
                 conn.sendall(b"220 stall.test ESMTP\r\n")
                 for line in lines:
                     verb = line[:4].upper()
+                    if verb.decode() == self.stall[:4]:
+                        break  # no reply: the client waits here
                     if verb == b"DATA":
                         conn.sendall(b"354 go ahead\r\n")
                         for data in lines:
@@ -126,6 +129,17 @@ def test_a_signal_before_the_greeting_queues_the_message(
     assert b"queued as" in done.stderr
     (message,) = queued(tmp_path)
     assert b"backup done" in message
+    assert dead_letters(tmp_path) == []
+
+
+@pytest.mark.parametrize("step", ["MAIL", "RCPT", "DATA"])
+def test_a_signal_at_each_command_of_the_transaction_queues_the_message(
+    tmp_path: Path, stalling: type[StallingServer], step: str
+) -> None:
+    done = sendmail_until(tmp_path, stalling(step), signal.SIGTERM)
+    assert done.returncode == 0, done.stderr
+    assert b"delivery stopped by SIGTERM" in done.stderr and b"queued as" in done.stderr
+    assert len(queued(tmp_path)) == 1
     assert dead_letters(tmp_path) == []
 
 

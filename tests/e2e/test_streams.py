@@ -191,3 +191,73 @@ def test_a_hint_reaches_the_user(tmp_path: Path) -> None:
     done = run("mail-alias", ["--file", str(rc), "show", "teem"], home=tmp_path)
     assert done.returncode == os.EX_NOUSER
     assert assert_one_clean_line(done.stderr).endswith("; did you mean: team?")
+
+
+# -- other hostile surroundings: the C locale, a working directory nobody may write ----------
+
+
+@pytest.mark.parametrize("locale", [{"LANG": "C"}, {"LANG": "C", "LC_ALL": "C"}, {"LANG": ""}])
+def test_the_c_locale_changes_nothing_in_what_is_sent(
+    tmp_path: Path, mailhub: MailHubFactory, locale: dict[str, str]
+) -> None:
+    """cron runs jobs with LANG unset or C: UTF-8 arguments and bodies still go out
+    right, by `mail` (encoded) and by `sendmail` (as given)."""
+    import email
+    import email.policy
+
+    hub = mailhub()
+    conf = write_config(tmp_path, hub)
+    env = environ(tmp_path, RELAY_CONFIG=str(conf), **locale)
+    body = "Grüße aus Köln\n".encode()
+    done = subprocess.run(
+        [command("mail"), "-s", "Grüße", "a@example.com"],
+        input=body,
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    sent = subprocess.run(
+        [command("sendmail"), "b@example.com"],
+        input=b"Subject: raw\n\n" + body,
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr
+    first, second = hub.wait_for(2)
+    message = email.message_from_bytes(
+        first.data.replace(b"\r\n", b"\n"), policy=email.policy.default
+    )
+    assert message["Subject"] == "Grüße"
+    assert message.get_content() == "Grüße aus Köln\n"
+    assert body in second.data.replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize("where", ["read-only", "deleted"])
+def test_a_working_directory_nobody_may_write_or_that_is_gone(
+    tmp_path: Path, mailhub: MailHubFactory, where: str
+) -> None:
+    """Nothing is written to the working directory: /proc (read-only, even for root), or a
+    directory removed after the process entered it (a job whose cwd was cleaned up)."""
+    hub = mailhub()
+    conf = write_config(tmp_path, hub)
+    env = environ(tmp_path, RELAY_CONFIG=str(conf))
+    if where == "read-only":
+        cwd = "/proc"
+        argv = [command("sendmail"), "a@example.com"]
+    else:
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        cwd = str(gone)
+        argv = [
+            "sh",
+            "-c",
+            f'rmdir "{gone}" && exec "$0" "$@"',
+            command("sendmail"),
+            "a@example.com",
+        ]
+    done = subprocess.run(argv, input=MESSAGE, capture_output=True, env=env, cwd=cwd, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    assert len(hub.wait_for(1)) == 1
