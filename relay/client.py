@@ -24,6 +24,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from relay.entry import say
 from relay.errors import ConfigError, RelayError, TempFailError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def hand_off(
             status, lines, transcript = _submit(request, data, where)
         except NoAnswer:
             path = _drop(request, data, where, environ)
-            _say(
+            say(
                 prog,
                 f"queued for the system relay in {path} (the submission service is not running)",
             )
@@ -102,7 +103,7 @@ def hand_off(
     if status != os.EX_OK:
         status, lines = _keep(status, lines, data, dead_letter)
     for line in lines:
-        _say(prog, line)
+        say(prog, line)
     return status
 
 
@@ -121,11 +122,6 @@ def _drop(
             f"answers on {where} and the offline drop {directory} is not usable "
             f"({err.message.rsplit(': ', 1)[-1]}); {FIX}"
         ) from None
-
-
-def _say(prog: str, text: str) -> None:
-    sys.stderr.write(f"{prog}: {text}\n")
-    sys.stderr.flush()
 
 
 def _submit(request: Request, raw: bytes | Spooled, path: str) -> tuple[int, list[str], str]:

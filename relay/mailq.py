@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from relay import __version__
-from relay.entry import run
+from relay.entry import print_version, run, usage_on_error
+from relay.entry import say as entry_say
 from relay.errors import (
     DataError,
     NoInputError,
@@ -156,14 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: Sequence[str]) -> int:
-    try:
+    with usage_on_error(USAGE):
         opts = parse_args(args)
-    except UsageError as err:
-        err.usage = USAGE
-        raise
     if opts.mode == "version":
-        sys.stdout.write(f"mailx-relay mailq {__version__}\n")
-        return os.EX_OK
+        return print_version(PROG)
     if opts.mode == "help":
         sys.stdout.write(HELP + "\n")
         return os.EX_OK
@@ -182,8 +178,7 @@ def _main(args: Sequence[str]) -> int:
 
 
 def say(stream: TextIO, text: str, prog: str = PROG) -> None:
-    stream.write(f"{prog}: {text}\n")
-    stream.flush()
+    entry_say(prog, text, stream)
 
 
 # -- listing ------------------------------------------------------------------------------

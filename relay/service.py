@@ -40,11 +40,8 @@ if TYPE_CHECKING:
     from relay.message import Spooled
 
 PROG = "mailx-relayd"
-DEFAULT_SOCKET = "/run/mailx-relay/submit.sock"
 MAX_CLIENTS = 32
 BACKLOG = 128
-#: Largest message accepted when the configuration sets no MaxMessageSize.
-DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 #: A client that sends nothing for this long is dropped (its slot is someone else's).
 READ_TIMEOUT = 30.0
 SOCKET_ACTIVATED_IDLE = 60.0
@@ -272,20 +269,6 @@ def _hung_up(conn: socket.socket) -> bool:
     return any(event & (select.POLLHUP | select.POLLERR) for _fd, event in poller.poll(0))
 
 
-def trace_header(host: str, uid: int, linesep: bytes) -> bytes:
-    """`Received: by HOST (mailx-relay, from userid UID);` and the date, as Postfix writes
-    it for a local submission: a forged From: can be traced to its account."""
-    from email.utils import formatdate
-
-    return (
-        f"Received: by {host} (mailx-relay, from userid {uid});".encode("ascii", "replace")
-        + linesep
-        + b"\t"
-        + formatdate(localtime=True).encode("ascii")
-        + linesep
-    )
-
-
 def with_trace(raw: bytes | Spooled, header_for: bytes) -> bytes | Spooled:
     """The message with `header_for` (built for its line ending) first."""
     from relay.message import Spooled
@@ -303,23 +286,6 @@ def with_trace(raw: bytes | Spooled, header_for: bytes) -> bytes | Spooled:
     finally:
         raw.close()
     return spool
-
-
-def _linesep(raw: bytes | Spooled) -> bytes:
-    head = raw[:4096] if isinstance(raw, bytes) else raw.pread(0, 4096)
-    end = head.find(b"\n")
-    return b"\r\n" if end > 0 and head[end - 1 : end] == b"\r" else b"\n"
-
-
-def identity_for(uid: int) -> tuple[str, str | None]:
-    """(login, full name) of `uid`; a uid without a passwd entry is its number."""
-    import pwd
-
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return str(uid), None
-    return entry.pw_name, entry.pw_gecos.split(",", 1)[0].strip() or None
 
 
 class Answer:
@@ -342,10 +308,11 @@ def deliver(config: Config, request: Request, raw: bytes | Spooled, uid: int, ho
     import io
 
     from relay import credentials, submission
-    from relay.envelope import Identity
+    from relay.envelope import identity_of
+    from relay.handoff import line_ending, trace_header
 
-    login, full_name = identity_for(uid)
-    message = with_trace(raw, trace_header(host, uid, _linesep(raw)))
+    head = raw[:4096] if isinstance(raw, bytes) else raw.pread(0, 4096)
+    message = with_trace(raw, trace_header(host, uid, line_ending(head)))
     transcript = io.StringIO() if request.verbose else None
     try:
         # The admin's AuthPassCommand runs here, as in root's in-process path.
@@ -357,7 +324,7 @@ def deliver(config: Config, request: Request, raw: bytes | Spooled, uid: int, ho
             read_recipients=request.read_recipients,
             envelope_from=request.envelope_from,
             full_name=request.full_name,
-            identity=Identity(login, uid, full_name),
+            identity=identity_of(uid),
             password=password,
             verbose=transcript,
             keep_on_failure=False,
@@ -418,10 +385,9 @@ class Service:
         self.host = socket.gethostname()
 
     def limit(self) -> int:
-        configured = getattr(self.config, "max_message_size", None)
-        if isinstance(configured, int) and configured > 0:
-            return configured
-        return self.max_message or DEFAULT_MAX_MESSAGE
+        from relay.handoff import DEFAULT_MAX_MESSAGE, configured_limit
+
+        return configured_limit(self.config) or self.max_message or DEFAULT_MAX_MESSAGE
 
     def reload(self) -> None:
         from relay.config import load
@@ -579,8 +545,9 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
         listener = activated_socket()
         if listener is None:
             from relay import offline
+            from relay.client import socket_path
 
-            path = socket_arg or os.environ.get("RELAY_SOCKET") or DEFAULT_SOCKET
+            path = socket_arg or socket_path()
             bound = Bound(path, offline.default_dir())
             listener = bound.listener
             where = path
