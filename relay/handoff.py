@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 
 from relay.errors import DataError
+from relay.records import Record
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ _KEYS = frozenset(
 )
 
 
-class Request:
+class Request(Record):
     """What a client asks the system relay to do with the message that follows."""
 
     __slots__ = (
@@ -72,14 +73,6 @@ class Request:
         self.verbose = verbose
         self.claimed_uid = claimed_uid
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Request):
-            return NotImplemented
-        return all(getattr(self, key) == getattr(other, key) for key in self.__slots__)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__)
-        return f"Request({fields})"
 
 
 def encode(request: Request) -> bytes:

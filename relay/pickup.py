@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 from relay import handoff
 from relay.errors import CantCreateError, DataError, RelayError
+from relay.records import Record
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -58,7 +59,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class Picked:
+class Picked(Record):
     """A drop file now in the system queue (or found there already, `duplicate`)."""
 
     __slots__ = ("duplicate", "name", "queue_id", "uid")
@@ -70,7 +71,7 @@ class Picked:
         self.duplicate = duplicate
 
 
-class Problem:
+class Problem(Record):
     """A drop file not queued: set aside (`moved_to`), or refused and kept (`kept_in`)."""
 
     __slots__ = ("kept_in", "moved_to", "name", "reason", "uid")
