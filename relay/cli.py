@@ -187,10 +187,8 @@ def _prefixed(opts: Options, flag: str, rest: str, args: list[str], index: int) 
 
 
 def sendmail_main(argv: list[str] | None = None) -> int:
-    """Entry point of the `sendmail` console script; returns a sysexits status.
-
-    Called without `argv` (as the command), it exits at once (`relay.entry.run`).
-    """
+    """The `sendmail` console script (also `-bp`, `-q`, `-bv`, `-P`, `--serverinfo`):
+    a sysexits status, or, called without `argv`, the process ends (`relay.entry.run`)."""
     return run(PROG, _main, argv)
 
 

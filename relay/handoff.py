@@ -29,6 +29,7 @@ from relay.records import Record
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
     from relay.config import Config
+    from relay.envelope import Envelope, Identity
 
 MAGIC = b"MAILX-RELAY-SUBMIT 1 "
 #: The request line, JSON included; a larger one is refused before it is parsed.
@@ -73,6 +74,18 @@ class Request(Record):
         self.verbose = verbose
         self.claimed_uid = claimed_uid
 
+    def envelope(self, sender: Identity) -> Envelope:
+        """The envelope as asked, for `sender` as the kernel reported them (never the
+        request's `claimed_uid`): what the service and the pickup submit."""
+        from relay.envelope import Envelope
+
+        return Envelope(
+            self.recipients,
+            read_recipients=self.read_recipients,
+            envelope_from=self.envelope_from,
+            full_name=self.full_name,
+            identity=sender,
+        )
 
 
 def encode(request: Request) -> bytes:

@@ -148,10 +148,8 @@ def _mode(opts: Options, wanted: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `mailq` console script; returns a sysexits status.
-
-    Called without `argv` (as the command), it exits at once (`relay.entry.run`).
-    """
+    """The `mailq` console script (listing, `--flush`, `--delete`, `--dead`): a sysexits
+    status, or, called without `argv`, the process ends (`relay.entry.run`)."""
     return run(PROG, _main, argv)
 
 

@@ -327,21 +327,11 @@ class _Pickup:
         self, name: str, uid: int, origin: str, request: handoff.Request, raw: bytes
     ) -> None:
         from relay import deadletter, submission
-        from relay.envelope import Envelope, identity_of
+        from relay.envelope import identity_of
 
         who = identity_of(uid)
         try:
-            prepared = submission.prepare(
-                raw,
-                self.config,
-                Envelope(
-                    request.recipients,
-                    read_recipients=request.read_recipients,
-                    envelope_from=request.envelope_from,
-                    full_name=request.full_name,
-                    identity=who,
-                ),
-            )
+            prepared = submission.prepare(raw, self.config, request.envelope(who))
         except RelayError as refused:
             # What an in-process submission by this user would have refused (a local
             # name with no alias, no recipient, a bad address): never sent, kept.

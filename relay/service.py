@@ -319,12 +319,8 @@ def deliver(config: Config, request: Request, raw: bytes | Spooled, uid: int, ho
         password = credentials.resolve(config) if config.auth_user else None
         result = submission.submit(
             message,
+            request.envelope(identity_of(uid)),
             config=config,
-            recipients=request.recipients,
-            read_recipients=request.read_recipients,
-            envelope_from=request.envelope_from,
-            full_name=request.full_name,
-            identity=identity_of(uid),
             password=password,
             verbose=transcript,
             keep_on_failure=False,
