@@ -28,7 +28,6 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from relay import __version__
 from relay.errors import ConfigError, DataError, RelayError, UnavailableError
 
 if TYPE_CHECKING:
@@ -500,7 +499,19 @@ class Service:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `mailx-relayd` console script, through `relay.entry.run` like every command, but
+    always with an argument list: then the interpreter's own exit waits for the clients
+    still being served (their threads are not daemons), which `relay.entry.finish` would
+    cut off."""
+    from relay.entry import run as run_command
+
+    return run_command(PROG, _main, sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(argv: list[str]) -> int:
     import argparse
+
+    from relay.entry import print_version
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -521,8 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:
         return int(done.code or 0) and os.EX_USAGE
     if args.version:
-        sys.stdout.write(f"mailx-relay {PROG} {__version__}\n")
-        return os.EX_OK
+        return print_version(PROG)
     return run(args.socket, args.config, args.idle_timeout)
 
 
