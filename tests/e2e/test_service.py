@@ -12,7 +12,6 @@ import contextlib
 import email
 import email.policy
 import json
-import mailbox
 import os
 import random
 import signal
@@ -30,7 +29,7 @@ import trustme
 
 from tests.e2e.service_site import USER_UID, Site, site
 from tests.e2e.tools import command
-from tests.mailhub import MailHub, MailHubFactory, closed_port
+from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
 from tests.relayconf import PASSWORD
 
 FULL = os.environ.get("MAILX_FULL") == "1"
@@ -58,17 +57,6 @@ def parsed(data: bytes) -> email.message.EmailMessage:
     message = email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=email.policy.default)
     assert isinstance(message, email.message.EmailMessage)
     return message
-
-
-def dead_letters(home: Path) -> list[mailbox.mboxMessage]:
-    path = home / "dead.letter"
-    if not path.exists():
-        return []
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 def first_header(data: bytes) -> str:

@@ -27,7 +27,7 @@ import mailx.compose
 from mailx.cli import Request, parse_args
 from mailx.environment import Environment
 from relay.queue import Queue
-from tests.mailhub import DEFAULT_USERS, MailHub, MailHubFactory, closed_port
+from tests.mailhub import DEFAULT_USERS, MailHub, MailHubFactory, closed_port, read_mbox
 from tests.relayconf import write_config
 
 ARCHWIKI_RC = "set from=me@example.org\nalias archuser 'My Name'<someone@example.com>\n"
@@ -100,11 +100,7 @@ class Mail:
         return self.home / "dead.letter"
 
     def kept(self, path: Path | None = None) -> list[mailbox.mboxMessage]:
-        box = mailbox.mbox(str(path or self.dead_letter), create=False)
-        try:
-            return list(box)
-        finally:
-            box.close()
+        return read_mbox(path or self.dead_letter)
 
     def written(self) -> set[str]:
         """Every file under the home but the ones the test wrote (rc, conf, inputs)."""
