@@ -219,22 +219,14 @@ def _keep(
     status: int, lines: list[str], raw: bytes | Spooled, dead_letter: str | None
 ) -> tuple[int, list[str]]:
     from relay import deadletter
+    from relay.envelope import identity_of
 
     lines = lines or [f"the submission service failed (status {status})"]
     try:
         whole = raw if isinstance(raw, bytes) else raw.read_all()
-        saved = deadletter.save(whole, _login(), dead_letter)
+        saved = deadletter.save(whole, identity_of(os.getuid()).login, dead_letter)
     except RelayError as failed:
         lines[-1] += f"; and the message could not be kept: {failed}"
         return failed.exit_code, lines
     lines[-1] += f"; message kept in {saved}"
     return status, lines
-
-
-def _login() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())

@@ -276,12 +276,9 @@ def user_name(uid: int | None) -> str:
     """The login of a sender's uid for a listing: name, else the number, else "-"."""
     if uid is None:
         return "-"  # queued before senders' uids were recorded
-    import pwd
+    from relay.envelope import identity_of
 
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+    return identity_of(uid).login
 
 
 def _as_json(
