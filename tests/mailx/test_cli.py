@@ -390,15 +390,17 @@ def test_a_5xx_refusal_names_the_server_reply_and_keeps_the_message(
     assert len(mail.kept()) == 1
 
 
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (["archuser", "-c", "x@example.com"], "options must come before"),
-        (["a@example.com\r\nRCPT TO:<evil@example.com>"], "CR, LF"),
-        (["|touch /tmp/pwned"], "pipe recipient refused"),
-        (["/tmp/file"], "file recipient refused"),
-    ],
-)
+#: Recipient arguments `mail` refuses (65) before anything is read or sent, and a word of
+#: the line that says why; the black-box tests run the installed command on them too.
+DANGEROUS_ARGUMENTS = [
+    (["archuser", "-c", "x@example.com"], "options must come before"),
+    (["a@example.com\r\nRCPT TO:<evil@example.com>"], "CR, LF"),
+    (["|touch /tmp/pwned"], "pipe recipient refused"),
+    (["/tmp/file"], "file recipient refused"),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), DANGEROUS_ARGUMENTS)
 def test_dangerous_arguments_are_65_before_the_body_is_read(
     mail: Mail, mailhub: MailHubFactory, args: list[str], words: str
 ) -> None:
