@@ -32,7 +32,7 @@ from relay.errors import ConfigError, DataError, RelayError, UnavailableError
 
 if TYPE_CHECKING:
     import io
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from relay.config import Config
     from relay.handoff import Request
@@ -541,6 +541,24 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
 
     from relay.config import load
 
+    # The handlers come first: a client (or systemd) may signal as soon as the socket
+    # answers, and SIGHUP's default action would end the service. A signal before the
+    # Service exists is remembered and handed to it.
+    early = {"stopping": False, "reload_wanted": False}
+    started: list[Service] = []
+
+    def flag(name: str) -> Callable[[int, object], None]:
+        def handler(_signum: int, _frame: object) -> None:
+            if started:
+                setattr(started[0], name, True)
+            else:
+                early[name] = True
+
+        return handler
+
+    signal.signal(signal.SIGTERM, flag("stopping"))
+    signal.signal(signal.SIGINT, flag("stopping"))
+    signal.signal(signal.SIGHUP, flag("reload_wanted"))
     try:
         config = load(config_arg)
     except RelayError as err:
@@ -572,16 +590,9 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
     if idle is None:
         idle = SOCKET_ACTIVATED_IDLE if bound is None else 0.0
     service = Service(listener, config_arg, config, idle)
-
-    def stop(_signum: int, _frame: object) -> None:
-        service.stopping = True
-
-    def reload(_signum: int, _frame: object) -> None:
-        service.reload_wanted = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
+    started.append(service)
+    service.stopping = service.stopping or early["stopping"]
+    service.reload_wanted = service.reload_wanted or early["reload_wanted"]
     log(f"serving on {where} with {config.path} (pid {os.getpid()})")
     try:
         service.serve()

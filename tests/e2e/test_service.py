@@ -449,6 +449,25 @@ def test_socket_activation_serves_and_exits_when_idle(
     assert host.socket.exists()  # systemd's socket: not ours to remove
 
 
+def test_a_signal_as_soon_as_the_socket_answers_does_not_kill_the_service(
+    host: Site, mailhub: MailHubFactory, ca_file: Path
+) -> None:
+    # The socket answers before the service has picked up the offline drop and started
+    # serving: a SIGHUP then must be a reload (remembered until it serves), never
+    # SIGHUP's default, which would end the process.
+    configure(host, mailhub(), ca_file, AuthPass=None, AuthUser=None)
+    for _ in range(3):
+        service = host.start()  # returns as soon as the socket answers
+        service.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while "configuration reloaded" not in host.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.poll() is None, host.log_text()
+        host.stop()
+        assert service.returncode == 0, host.log_text()
+        host.log.write_text("")
+
+
 def test_sighup_rereads_the_configuration_and_a_broken_one_is_not_taken(
     host: Site, mailhub: MailHubFactory, ca_file: Path
 ) -> None:
