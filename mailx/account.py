@@ -145,11 +145,7 @@ def account(
         file, line = _where(origins, variable)
         settings[key] = (value, file or "mail.rc", line)
 
-    put(
-        "mailhub",
-        f"[{host}]:{port or default_port}" if ":" in host else f"{host}:{port or default_port}",
-        "mta",
-    )
+    put("mailhub", _hostport(host, port or default_port), "mta")
     if implicit_tls:
         put("UseTLS", "yes", "mta")
     elif chain("smtp-use-starttls", user or login):
@@ -217,6 +213,13 @@ def account(
     return Account(config, password, envelope_from, shown_url, warnings)
 
 
+def _hostport(host: str, port: int) -> str:
+    """`mailhub=` as the relay writes it (IPv6 in brackets), for the relay to read."""
+    import relay
+
+    return relay.format_hostport(relay.Mailhub(host, port))
+
+
 def _build(settings: dict[str, tuple[str, str, int | None]], name: str) -> Config:
     import relay
 
@@ -242,22 +245,17 @@ def _split_authority(
         name, colon, secret = userinfo.partition(":")
         user = unquote(name) or None
         password = unquote(secret) if colon else None
-    host, port_text = hostport, ""
-    if hostport.startswith("["):
-        host, _, after = hostport[1:].partition("]")
-        port_text = after.removeprefix(":")
-    elif hostport.count(":") == 1:
-        host, _, port_text = hostport.partition(":")
-    if not host:
+    if not hostport:
         raise ConfigError(f"mta={_shown(mta)}: no server in the URL", path=where[0], line=where[1])
-    port = None
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError(
-                f"mta={_shown(mta)}: bad port '{port_text}'", path=where[0], line=where[1]
-            )
-        port = int(port_text)
-    return user, password, host, port
+    import relay
+
+    try:
+        # The relay's own reader of mailhub=: port 0 stands for "none given", since a
+        # port given is 1 to 65535 (and which one is the default depends on the scheme).
+        hub = relay.parse_hostport(hostport, 0)
+    except ValueError as err:
+        raise ConfigError(f"mta={_shown(mta)}: {err}", path=where[0], line=where[1]) from None
+    return user, password, hub.host, hub.port or None
 
 
 def _shown(mta: str) -> str:

@@ -950,12 +950,10 @@ def home_directory(environ: Mapping[str, str]) -> str:
     root; this front end does not, so a test or `sudo -H` can point it elsewhere.)"""
     if environ.get("HOME"):
         return environ["HOME"]
-    import pwd
+    import relay
 
-    try:
-        return pwd.getpwuid(os.getuid()).pw_dir
-    except KeyError:
-        return "/"
+    # Without $HOME, the passwd home, found as the relay finds it for dead.letter.
+    return relay.own_home({}, os.getuid()) or "/"
 
 
 def default_rc_paths(

@@ -46,7 +46,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from relay.aliases import Expanded, expand
     from relay.client import hand_off, needs_service
-    from relay.config import Config
+    from relay.config import Config, Mailhub, parse_hostport
     from relay.config import from_settings as config_from_settings
     from relay.config import load as load_config
     from relay.credentials import resolve as resolve_password
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from relay.recipients import problem as recipient_problem
     from relay.recipients import split_list as split_recipient_list
     from relay.submission import Prepared, Result, prepare, submit
+    from relay.submission import hostport as format_hostport
 
 _LAZY = {
     "Expanded": ("relay.aliases", "Expanded"),
@@ -74,6 +75,9 @@ _LAZY = {
     "needs_service": ("relay.client", "needs_service"),
     "Request": ("relay.handoff", "Request"),
     "Config": ("relay.config", "Config"),
+    "Mailhub": ("relay.config", "Mailhub"),
+    "parse_hostport": ("relay.config", "parse_hostport"),
+    "format_hostport": ("relay.submission", "hostport"),
     "load_config": ("relay.config", "load"),
     "config_from_settings": ("relay.config", "from_settings"),
     "resolve_password": ("relay.credentials", "resolve"),
@@ -129,6 +133,7 @@ __all__ = [
     "Identity",
     "InternalError",
     "Interrupted",
+    "Mailhub",
     "MissingFileError",
     "MtaFailedError",
     "NoInputError",
@@ -155,12 +160,14 @@ __all__ = [
     "deliver",
     "expand",
     "finish",
+    "format_hostport",
     "hand_off",
     "idna_domain",
     "is_local_name",
     "load_config",
     "needs_service",
     "own_home",
+    "parse_hostport",
     "parse_recipient_list",
     "prepare",
     "reader_gone",

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
-from relay import __version__
-from relay.entry import run, stdin_was_closed
+from relay.entry import print_version, run, say, stdin_was_closed, usage_on_error
 from relay.errors import InternalError, NoInputError, RelayError, UnavailableError, UsageError
 
 if TYPE_CHECKING:
@@ -187,30 +186,19 @@ def _prefixed(opts: Options, flag: str, rest: str, args: list[str], index: int) 
     return index
 
 
-def _say(stream: TextIO, text: str) -> None:
-    stream.write(f"{PROG}: {text}\n")
-    stream.flush()
-
-
 def sendmail_main(argv: list[str] | None = None) -> int:
-    """Entry point of the `sendmail` console script; returns a sysexits status.
-
-    Called without `argv` (as the command), it exits at once (`relay.entry.run`).
-    """
+    """The `sendmail` console script (also `-bp`, `-q`, `-bv`, `-P`, `--serverinfo`):
+    a sysexits status, or, called without `argv`, the process ends (`relay.entry.run`)."""
     return run(PROG, _main, argv)
 
 
 def _main(args: list[str]) -> int:
-    try:
+    with usage_on_error(USAGE):
         opts = parse_args(args)
-    except UsageError as err:
-        err.usage = USAGE
-        raise
     if opts.mode == "version":
-        sys.stdout.write(f"mailx-relay sendmail {__version__}\n")
-        return os.EX_OK
+        return print_version(PROG)
     for note in opts.notes:
-        _say(sys.stderr, note)
+        say(PROG, note)
     return _run(opts)
 
 
@@ -233,7 +221,7 @@ def _run(opts: Options) -> int:
             _keep_without_config(err, config_module.Config(path=opts.config or "ssmtp.conf"))
         raise
     for warning in config.warnings:
-        sys.stderr.write(f"{PROG}: {warning}\n")
+        say(PROG, warning)
     overrides = {
         key: value
         for key, value in (("auth_user", opts.auth_user), ("auth_method", opts.auth_method))
@@ -284,7 +272,7 @@ def _hand_off(opts: Options) -> int:
     from relay.message import Spooled, read_input
 
     if opts.auth_user or opts.auth_pass or opts.auth_method:
-        _say(sys.stderr, "warning: -au, -ap and -am are ignored: the system relay logs in itself")
+        say(PROG, "warning: -au, -ap and -am are ignored: the system relay logs in itself")
     request = Request(
         tuple(opts.recipients),
         read_recipients=opts.read_recipients,
@@ -374,14 +362,14 @@ def _submit(opts: Options, config: Config, raw: bytes | Spooled, identity: Ident
         submission.keep(bug, raw, identity, config, None)
         raise bug from err
     if opts.verbose and result.recipients:
-        _say(
-            sys.stderr,
+        say(
+            PROG,
             f"delivered to {', '.join(result.recipients)} via {result.mailhub}: {result.reply}",
         )
     # Exit 0 means delivered or durably queued; a fallback to the queue is always said,
     # Queue=always (the configured normal) only with -v, so cron jobs stay quiet.
     if result.queued_id and (opts.verbose or config.queue != "always"):
-        _say(sys.stderr, f"queued as {result.queued_id}: {result.queued_reason}")
+        say(PROG, f"queued as {result.queued_id}: {result.queued_reason}")
     return os.EX_OK
 
 

@@ -24,6 +24,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from relay.entry import say
 from relay.errors import ConfigError, RelayError, TempFailError
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def hand_off(
             status, lines, transcript = _submit(request, data, where)
         except NoAnswer:
             path = _drop(request, data, where, environ)
-            _say(
+            say(
                 prog,
                 f"queued for the system relay in {path} (the submission service is not running)",
             )
@@ -103,7 +104,7 @@ def hand_off(
     if status != os.EX_OK:
         status, lines = _keep(status, lines, data, dead_letter)
     for line in lines:
-        _say(prog, line)
+        say(prog, line)
     return status
 
 
@@ -122,11 +123,6 @@ def _drop(
             f"answers on {where} and the offline drop {directory} is not usable "
             f"({err.message.rsplit(': ', 1)[-1]}); {FIX}"
         ) from None
-
-
-def _say(prog: str, text: str) -> None:
-    sys.stderr.write(f"{prog}: {text}\n")
-    sys.stderr.flush()
 
 
 def _submit(request: Request, raw: bytes | Spooled, path: str) -> tuple[int, list[str], str]:
@@ -224,24 +220,16 @@ def _keep(
     status: int, lines: list[str], raw: bytes | Spooled, dead_letter: str | None
 ) -> tuple[int, list[str]]:
     from relay import deadletter
+    from relay.envelope import identity_of
 
     lines = lines or [f"the submission service failed (status {status})"]
     try:
-        saved = deadletter.save(raw, _login(), dead_letter)
+        saved = deadletter.save(raw, identity_of(os.getuid()).login, dead_letter)
     except RelayError as failed:
         lines[-1] += f"; and the message could not be kept: {failed}"
         return failed.exit_code, lines
     lines[-1] += f"; message kept in {saved}"
     return status, lines
-
-
-def _login() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
 
 
 #: A listing is a few sidecars per message the user has queued; this bounds a broken one.

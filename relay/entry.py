@@ -45,7 +45,7 @@ from relay.errors import (
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from typing import Any, TextIO
 
 #: The standard descriptors that were closed when this process started; None until
@@ -84,7 +84,7 @@ def _ladder(prog: str, main: Callable[[list[str]], int], args: list[str]) -> int
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
-        _say(prog, "interrupted")
+        say(prog, "interrupted")
         return INTERRUPTED
     except BrokenPipeError as err:
         if _stdout_reader_gone():  # `mailq | head`: nothing wrong, nobody to tell
@@ -96,6 +96,33 @@ def _ladder(prog: str, main: Callable[[list[str]], int], args: list[str]) -> int
         return report(prog, InternalError(err))
 
 
+@contextlib.contextmanager
+def usage_on_error(usage: str) -> Iterator[None]:
+    """`with usage_on_error(USAGE): opts = parse_args(args)`: a UsageError raised inside
+    is printed with the command's usage text after its line (unless it carries its own)."""
+    try:
+        yield
+    except UsageError as err:
+        if err.usage is None:
+            err.usage = usage
+        raise
+
+
+def print_version(prog: str) -> int:
+    """`-V`: `mailx-relay PROG VERSION` on stdout; the status to exit with."""
+    from relay import __version__
+
+    sys.stdout.write(f"mailx-relay {prog} {__version__}\n")
+    return os.EX_OK
+
+
+def say(prog: str, text: str, stream: TextIO | None = None) -> None:
+    """One line `prog: text` on `stream` (stderr by default), flushed at once."""
+    out = sys.stderr if stream is None else stream
+    out.write(f"{prog}: {text}\n")
+    out.flush()
+
+
 def report(prog: str, err: RelayError) -> int:
     """Say `err` on stderr as the command `prog` (one line; with MAILX_RELAY_DEBUG=1 the
     traceback before it) and return its exit status."""
@@ -105,16 +132,11 @@ def report(prog: str, err: RelayError) -> int:
         shown = err.bug if isinstance(err, InternalError) else err
         # No `capture_locals`: a frame's variables may hold a password.
         traceback.print_exception(shown, file=sys.stderr)
-    _say(prog, err.describe())
+    say(prog, err.describe())
     if isinstance(err, UsageError) and err.usage:
         sys.stderr.write(err.usage + "\n")
         sys.stderr.flush()
     return err.exit_code
-
-
-def _say(prog: str, text: str) -> None:
-    sys.stderr.write(f"{prog}: {text}\n")
-    sys.stderr.flush()
 
 
 # -- the standard streams ------------------------------------------------------------------

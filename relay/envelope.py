@@ -47,14 +47,19 @@ class Identity(NamedTuple):
 
 def current_identity() -> Identity:
     """The real user: passwd entry of the real UID, `$LOGNAME`/`$USER` when it has none."""
+    uid = os.getuid()
+    return identity_of(uid, os.environ.get("LOGNAME") or os.environ.get("USER"))
+
+
+def identity_of(uid: int, login: str | None = None) -> Identity:
+    """The user `uid` (as the kernel reported it to the service or the pickup): its passwd
+    entry (login, GECOS full name), else `login`, else the bare number."""
     import pwd
 
-    uid = os.getuid()
     try:
         entry = pwd.getpwuid(uid)
     except KeyError:
-        login = os.environ.get("LOGNAME") or os.environ.get("USER") or str(uid)
-        return Identity(login, uid, None)
+        return Identity(login or str(uid), uid, None)
     full_name = entry.pw_gecos.split(",", 1)[0].strip() or None
     return Identity(entry.pw_name, uid, full_name)
 

@@ -24,6 +24,12 @@ from __future__ import annotations
 import json
 
 from relay.errors import DataError
+from relay.records import Record
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
+if TYPE_CHECKING:
+    from relay.config import Config
+    from relay.envelope import Envelope, Identity
 
 MAGIC = b"MAILX-RELAY-SUBMIT 1 "
 #: The other request, alone on its line: "what of mine is in the system queue and in the
@@ -34,13 +40,16 @@ LIST_LINE = b"MAILX-RELAY-LIST 1"
 MAX_REQUEST_LINE = 256 * 1024
 MAX_RECIPIENTS = 1000
 MAX_FIELD = 998  # RFC 5322's line limit: no address or name is longer
+#: Largest message the service or the pickup takes when the configuration sets no
+#: maximum message size.
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 
 _KEYS = frozenset(
     {"recipients", "read_recipients", "envelope_from", "full_name", "verbose", "claimed_uid"}
 )
 
 
-class Request:
+class Request(Record):
     """What a client asks the system relay to do with the message that follows."""
 
     __slots__ = (
@@ -69,14 +78,18 @@ class Request:
         self.verbose = verbose
         self.claimed_uid = claimed_uid
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Request):
-            return NotImplemented
-        return all(getattr(self, key) == getattr(other, key) for key in self.__slots__)
+    def envelope(self, sender: Identity) -> Envelope:
+        """The envelope as asked, for `sender` as the kernel reported them (never the
+        request's `claimed_uid`): what the service and the pickup submit."""
+        from relay.envelope import Envelope
 
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__)
-        return f"Request({fields})"
+        return Envelope(
+            self.recipients,
+            read_recipients=self.read_recipients,
+            envelope_from=self.envelope_from,
+            full_name=self.full_name,
+            identity=sender,
+        )
 
 
 def encode(request: Request) -> bytes:
@@ -146,3 +159,33 @@ def _uid(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < 2**32:
         raise DataError("malformed request: claimed_uid must be a uid")
     return value
+
+
+# -- what the receiving side does with every handed-off message --------------------------
+
+
+def configured_limit(config: Config) -> int | None:
+    """The configuration's maximum message size, when it sets one."""
+    limit = getattr(config, "max_message_size", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def line_ending(head: bytes) -> bytes:
+    """The line ending the message uses (its first line's), so that what we add matches."""
+    end = head.find(b"\n")
+    return b"\r\n" if end > 0 and head[end - 1 : end] == b"\r" else b"\n"
+
+
+def trace_header(host: str, uid: int, linesep: bytes) -> bytes:
+    """`Received: by HOST (mailx-relay, from userid UID);` and the date, as Postfix writes
+    it for a local submission: a forged From: can be traced to its account. The service
+    and the pickup put it first on every message a user handed over."""
+    from relay.message import format_date
+
+    return (
+        f"Received: by {host} (mailx-relay, from userid {uid});".encode("ascii", "replace")
+        + linesep
+        + b"\t"
+        + format_date().encode("ascii")
+        + linesep
+    )

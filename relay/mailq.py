@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from relay import __version__
-from relay.entry import run
+from relay.entry import print_version, run, usage_on_error
+from relay.entry import say as entry_say
 from relay.errors import (
     DataError,
     NoInputError,
@@ -148,22 +148,16 @@ def _mode(opts: Options, wanted: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `mailq` console script; returns a sysexits status.
-
-    Called without `argv` (as the command), it exits at once (`relay.entry.run`).
-    """
+    """The `mailq` console script (listing, `--flush`, `--delete`, `--dead`): a sysexits
+    status, or, called without `argv`, the process ends (`relay.entry.run`)."""
     return run(PROG, _main, argv)
 
 
 def _main(args: Sequence[str]) -> int:
-    try:
+    with usage_on_error(USAGE):
         opts = parse_args(args)
-    except UsageError as err:
-        err.usage = USAGE
-        raise
     if opts.mode == "version":
-        sys.stdout.write(f"mailx-relay mailq {__version__}\n")
-        return os.EX_OK
+        return print_version(PROG)
     if opts.mode == "help":
         sys.stdout.write(HELP + "\n")
         return os.EX_OK
@@ -191,8 +185,7 @@ def _main(args: Sequence[str]) -> int:
 
 
 def say(stream: TextIO, text: str, prog: str = PROG) -> None:
-    stream.write(f"{prog}: {text}\n")
-    stream.flush()
+    entry_say(prog, text, stream)
 
 
 # -- listing ------------------------------------------------------------------------------
@@ -322,12 +315,9 @@ def user_name(uid: int | None) -> str:
     """The login of a sender's uid for a listing: name, else the number, else "-"."""
     if uid is None:
         return "-"  # queued before senders' uids were recorded
-    import pwd
+    from relay.envelope import identity_of
 
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+    return identity_of(uid).login
 
 
 def _as_json(

@@ -41,32 +41,25 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from relay import handoff
 from relay.errors import CantCreateError, DataError, RelayError
+from relay.records import Record
 
 if TYPE_CHECKING:
     from relay.config import Config
-    from relay.envelope import Identity
     from relay.queue import Queue
 
-DEFAULT_DIR = "/var/spool/mailx-relay/offline"
-DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_SIZE = handoff.DEFAULT_MAX_MESSAGE
 #: A `tmp.*` file untouched for this long belongs to a client that died.
 TMP_MAX_AGE = 3600.0
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def offline_dir(environ: Mapping[str, str] | None = None) -> str:
-    """The offline drop directory: `$RELAY_OFFLINE`, else /var/spool/mailx-relay/offline."""
-    env = os.environ if environ is None else environ
-    return env.get("RELAY_OFFLINE") or DEFAULT_DIR
-
-
-class Picked:
+class Picked(Record):
     """A drop file now in the system queue (or found there already, `duplicate`)."""
 
     __slots__ = ("duplicate", "name", "queue_id", "uid")
@@ -78,7 +71,7 @@ class Picked:
         self.duplicate = duplicate
 
 
-class Problem:
+class Problem(Record):
     """A drop file not queued: set aside (`moved_to`), or refused and kept (`kept_in`)."""
 
     __slots__ = ("kept_in", "moved_to", "name", "reason", "uid")
@@ -153,16 +146,17 @@ def pickup(
 ) -> PickupReport:
     """Move every acceptable `msg.*` file of the offline drop into the system queue.
 
-    `directory` defaults to `offline_dir()`, `queue_dir` to the configured queue (the
+    `directory` defaults to `relay.offline.default_dir()`, `queue_dir` to the configured queue (the
     system queue for root). A missing drop directory is an empty one. Raises
     CantCreateError (73) when the drop directory or the queue is unsafe to use; every
     per-file outcome is in the report. `after_commit` is called with the file name
     between the commit and the unlink (tests kill the process there).
     """
+    from relay.offline import default_dir
     from relay.queue import Queue
     from relay.queue import queue_dir as configured_queue
 
-    directory = directory or offline_dir()
+    directory = directory or default_dir()
     report = PickupReport(directory)
     try:
         dir_fd = os.open(directory, _DIR_FLAGS)
@@ -244,7 +238,7 @@ class _Pickup:
         self.dir_fd = dir_fd
         self.spool = spool
         self.report = report
-        self.limit = max_size or _configured_limit(config) or DEFAULT_MAX_SIZE
+        self.limit = max_size or handoff.configured_limit(config) or DEFAULT_MAX_SIZE
         self.hostname = hostname or config.hostname or _hostname()
         self.after_commit = after_commit
         # Origins of what is queued: a drop file found here was committed before a crash.
@@ -327,32 +321,17 @@ class _Pickup:
             raise _Gone()
 
     def _received(self, uid: int, message: bytes) -> bytes:
-        from relay.message import format_date
-
-        first = message.split(b"\n", 1)[0]
-        eol = b"\r\n" if first.endswith(b"\r") else b"\n"
-        line = f"Received: by {self.hostname} (mailx-relay, from userid {uid}); {format_date()}"
-        return line.encode("ascii", "replace") + eol
+        return handoff.trace_header(self.hostname, uid, handoff.line_ending(message[:4096]))
 
     def _queue(
         self, name: str, uid: int, origin: str, request: handoff.Request, raw: bytes
     ) -> None:
         from relay import deadletter, submission
-        from relay.envelope import Envelope
+        from relay.envelope import identity_of
 
         who = identity_of(uid)
         try:
-            prepared = submission.prepare(
-                raw,
-                self.config,
-                Envelope(
-                    request.recipients,
-                    read_recipients=request.read_recipients,
-                    envelope_from=request.envelope_from,
-                    full_name=request.full_name,
-                    identity=who,
-                ),
-            )
+            prepared = submission.prepare(raw, self.config, request.envelope(who))
         except RelayError as refused:
             # What an in-process submission by this user would have refused (a local
             # name with no alias, no recipient, a bad address): never sent, kept.
@@ -396,19 +375,6 @@ class _Pickup:
     def _aside(self, name: str, reason: str) -> None:
         moved = _move_aside(self.dir_fd, name, self.spool)
         self.report.corrupt.append(Problem(name, reason, moved_to=moved))
-
-
-def identity_of(uid: int) -> Identity:
-    """The sender as the kernel reported them: passwd entry of `uid`, else the bare uid."""
-    import pwd
-
-    from relay.envelope import Identity
-
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return Identity(str(uid), uid, None)
-    return Identity(entry.pw_name, uid, entry.pw_gecos.split(",", 1)[0].strip() or None)
 
 
 def _move_aside(dir_fd: int, name: str, spool: Queue) -> str | None:
@@ -462,11 +428,6 @@ def _kind(mode: int) -> str:
         if test(mode):
             return what
     return "not a file"
-
-
-def _configured_limit(config: Config) -> int | None:
-    limit = getattr(config, "max_message_size", None)
-    return limit if isinstance(limit, int) and limit > 0 else None
 
 
 def _hostname() -> str:

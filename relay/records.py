@@ -9,8 +9,7 @@ rather than assigning to it (`FlushReport`, which a flush fills in, is the excep
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
     from typing import Any, Self
 

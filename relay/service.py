@@ -28,23 +28,19 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from relay import __version__
 from relay.errors import ConfigError, DataError, RelayError, UnavailableError
 
 if TYPE_CHECKING:
     import io
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from relay.config import Config
     from relay.handoff import Request
     from relay.message import Spooled
 
 PROG = "mailx-relayd"
-DEFAULT_SOCKET = "/run/mailx-relay/submit.sock"
 MAX_CLIENTS = 32
 BACKLOG = 128
-#: Largest message accepted when the configuration sets no MaxMessageSize.
-DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 #: A client that sends nothing for this long is dropped (its slot is someone else's).
 READ_TIMEOUT = 30.0
 SOCKET_ACTIVATED_IDLE = 60.0
@@ -310,20 +306,6 @@ def _hung_up(conn: socket.socket) -> bool:
     return any(event & (select.POLLHUP | select.POLLERR) for _fd, event in poller.poll(0))
 
 
-def trace_header(host: str, uid: int, linesep: bytes) -> bytes:
-    """`Received: by HOST (mailx-relay, from userid UID);` and the date, as Postfix writes
-    it for a local submission: a forged From: can be traced to its account."""
-    from email.utils import formatdate
-
-    return (
-        f"Received: by {host} (mailx-relay, from userid {uid});".encode("ascii", "replace")
-        + linesep
-        + b"\t"
-        + formatdate(localtime=True).encode("ascii")
-        + linesep
-    )
-
-
 def with_trace(raw: bytes | Spooled, header_for: bytes) -> bytes | Spooled:
     """The message with `header_for` (built for its line ending) first."""
     from relay.message import Spooled
@@ -341,23 +323,6 @@ def with_trace(raw: bytes | Spooled, header_for: bytes) -> bytes | Spooled:
     finally:
         raw.close()
     return spool
-
-
-def _linesep(raw: bytes | Spooled) -> bytes:
-    head = raw[:4096] if isinstance(raw, bytes) else raw.pread(0, 4096)
-    end = head.find(b"\n")
-    return b"\r\n" if end > 0 and head[end - 1 : end] == b"\r" else b"\n"
-
-
-def identity_for(uid: int) -> tuple[str, str | None]:
-    """(login, full name) of `uid`; a uid without a passwd entry is its number."""
-    import pwd
-
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return str(uid), None
-    return entry.pw_name, entry.pw_gecos.split(",", 1)[0].strip() or None
 
 
 class Answer:
@@ -380,22 +345,19 @@ def deliver(config: Config, request: Request, raw: bytes | Spooled, uid: int, ho
     import io
 
     from relay import credentials, submission
-    from relay.envelope import Identity
+    from relay.envelope import identity_of
+    from relay.handoff import line_ending, trace_header
 
-    login, full_name = identity_for(uid)
-    message = with_trace(raw, trace_header(host, uid, _linesep(raw)))
+    head = raw[:4096] if isinstance(raw, bytes) else raw.pread(0, 4096)
+    message = with_trace(raw, trace_header(host, uid, line_ending(head)))
     transcript = io.StringIO() if request.verbose else None
     try:
         # The admin's AuthPassCommand runs here, as in root's in-process path.
         password = credentials.resolve(config) if config.auth_user else None
         result = submission.submit(
             message,
+            request.envelope(identity_of(uid)),
             config=config,
-            recipients=request.recipients,
-            read_recipients=request.read_recipients,
-            envelope_from=request.envelope_from,
-            full_name=request.full_name,
-            identity=Identity(login, uid, full_name),
             password=password,
             verbose=transcript,
             keep_on_failure=False,
@@ -456,10 +418,9 @@ class Service:
         self.host = socket.gethostname()
 
     def limit(self) -> int:
-        configured = getattr(self.config, "max_message_size", None)
-        if isinstance(configured, int) and configured > 0:
-            return configured
-        return self.max_message or DEFAULT_MAX_MESSAGE
+        from relay.handoff import DEFAULT_MAX_MESSAGE, configured_limit
+
+        return configured_limit(self.config) or self.max_message or DEFAULT_MAX_MESSAGE
 
     def reload(self) -> None:
         from relay.config import load
@@ -585,7 +546,19 @@ class Service:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `mailx-relayd` console script, through `relay.entry.run` like every command, but
+    always with an argument list: then the interpreter's own exit waits for the clients
+    still being served (their threads are not daemons), which `relay.entry.finish` would
+    cut off."""
+    from relay.entry import run as run_command
+
+    return run_command(PROG, _main, sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(argv: list[str]) -> int:
     import argparse
+
+    from relay.entry import print_version
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -606,8 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:
         return int(done.code or 0) and os.EX_USAGE
     if args.version:
-        sys.stdout.write(f"mailx-relay {PROG} {__version__}\n")
-        return os.EX_OK
+        return print_version(PROG)
     return run(args.socket, args.config, args.idle_timeout)
 
 
@@ -616,24 +588,24 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
 
     from relay.config import load
 
-    # The handlers go in before the socket exists: a client (or systemctl reload) may
-    # signal as soon as it can connect, and SIGHUP's default action would kill us.
-    wanted = {"stop": False, "reload": False}
-    serving: list[Service] = []
+    # The handlers come first: a client (or systemd) may signal as soon as the socket
+    # answers, and SIGHUP's default action would end the service. A signal before the
+    # Service exists is remembered and handed to it.
+    early = {"stopping": False, "reload_wanted": False}
+    started: list[Service] = []
 
-    def stop(_signum: int, _frame: object) -> None:
-        wanted["stop"] = True
-        for service in serving:
-            service.stopping = True
+    def flag(name: str) -> Callable[[int, object], None]:
+        def handler(_signum: int, _frame: object) -> None:
+            if started:
+                setattr(started[0], name, True)
+            else:
+                early[name] = True
 
-    def reload(_signum: int, _frame: object) -> None:
-        wanted["reload"] = True
-        for service in serving:
-            service.reload_wanted = True
+        return handler
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
+    signal.signal(signal.SIGTERM, flag("stopping"))
+    signal.signal(signal.SIGINT, flag("stopping"))
+    signal.signal(signal.SIGHUP, flag("reload_wanted"))
     try:
         config = load(config_arg)
     except RelayError as err:
@@ -644,8 +616,9 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
         listener = activated_socket()
         if listener is None:
             from relay import offline
+            from relay.client import socket_path
 
-            path = socket_arg or os.environ.get("RELAY_SOCKET") or DEFAULT_SOCKET
+            path = socket_arg or socket_path()
             bound = Bound(path, offline.default_dir())
             listener = bound.listener
             where = path
@@ -664,8 +637,9 @@ def run(socket_arg: str | None, config_arg: str | None, idle: float | None) -> i
     if idle is None:
         idle = SOCKET_ACTIVATED_IDLE if bound is None else 0.0
     service = Service(listener, config_arg, config, idle)
-    service.stopping, service.reload_wanted = wanted["stop"], wanted["reload"]
-    serving.append(service)
+    started.append(service)
+    service.stopping = service.stopping or early["stopping"]
+    service.reload_wanted = service.reload_wanted or early["reload_wanted"]
     log(f"serving on {where} with {config.path} (pid {os.getpid()})")
     try:
         service.serve()

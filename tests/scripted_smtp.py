@@ -4,8 +4,10 @@
 421 and then closes the connection, as a server going down does (RFC 5321 3.8);
 `ScriptedSMTP(replies={"EOD": HANG_UP})` reads the whole message up to the final dot and
 closes the connection without a reply (a server crashing after it may have kept the
-message). Any other verb gets 250 (354 for DATA). Each connection is served by its own
-thread; `stop` closes them all.
+message); `ScriptedSMTP(replies={"GREETING": STALL})` accepts the connection and says
+nothing until `stop` (a server that hangs), setting `stalled` when it gets there. Any
+other verb gets 250 (354 for DATA). Each connection is served by its own thread; `stop`
+closes them all.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tests.mailhub import LOOPBACK
 
 #: As a reply: close the connection without answering.
 HANG_UP = ""
+#: As a reply: answer nothing and keep the connection open until `stop`.
+STALL = "\0stall"
 
 
 class ScriptedSMTP:
@@ -41,6 +45,9 @@ class ScriptedSMTP:
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._open: set[socket.socket] = set()
+        #: Set when a connection reached a STALL reply.
+        self.stalled = threading.Event()
+        self._stopping = threading.Event()
 
     # -- what happened ------------------------------------------------------------------
 
@@ -74,6 +81,7 @@ class ScriptedSMTP:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
@@ -129,7 +137,7 @@ class ScriptedSMTP:
                 self._open.discard(sock)
 
     def _converse(self, sock: socket.socket, rfile: Any) -> None:
-        if not self._answer(sock, "220 scripted.test ESMTP"):
+        if not self._answer(sock, self.replies.get("GREETING", "220 scripted.test ESMTP")):
             return
         while line := rfile.readline():
             command = line.decode("utf-8", "replace").rstrip("\r\n")
@@ -167,8 +175,13 @@ class ScriptedSMTP:
                 return
 
     def _answer(self, sock: socket.socket, reply: str) -> bool:
-        """Send `reply`; False when the connection is to end here (HANG_UP, or a 421)."""
+        """Send `reply`; False when the connection is to end here (HANG_UP, STALL once
+        stopped, or a 421)."""
         if reply == HANG_UP:
+            return False
+        if reply == STALL:
+            self.stalled.set()
+            self._stopping.wait(60)
             return False
         sock.sendall(reply.encode() + b"\r\n")
         return not reply.startswith("421")

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.tools import assert_one_clean_line, run, run_measured
 from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters, read_mbox
+from tests.mailx.test_cli import DANGEROUS_ARGUMENTS
 from tests.relayconf import write_config
 
 ARCHWIKI_RC = "set from=me@example.org\nalias archuser 'My Name'<someone@example.com>\n"
@@ -171,15 +172,7 @@ def test_missing_attachment_sends_nothing(tmp_path: Path, mailhub: MailHubFactor
     assert hub.connections == 0
 
 
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (["archuser", "-c", "x@example.com"], "options must come before"),
-        (["a@example.com\r\nRCPT TO:<evil@example.com>"], "CR, LF"),
-        (["|touch /tmp/pwned"], "pipe recipient refused"),
-        (["/tmp/file"], "file recipient refused"),
-    ],
-)
+@pytest.mark.parametrize(("args", "words"), DANGEROUS_ARGUMENTS)
 def test_dangerous_recipients_are_refused_before_sending(
     tmp_path: Path, mailhub: MailHubFactory, args: list[str], words: str
 ) -> None:

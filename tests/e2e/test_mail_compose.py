@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mailbox
 import os
 import select
 import signal
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.tools import command
-from tests.mailhub import MailHubFactory
+from tests.mailhub import MailHubFactory, dead_letters
 from tests.relayconf import write_config
 
 CTRL_D = b"\x04"
@@ -170,7 +169,7 @@ def test_ctrl_c_twice_keeps_the_draft_in_dead_letter(
     )
     assert status == 130, output
     assert b"interrupted twice: message not sent; message kept in" in output
-    (kept,) = kept_messages(tmp_path)
+    (kept,) = dead_letters(tmp_path)
     assert kept["Subject"] == "draft"
     assert kept.get_payload() == "precious text\n"
     assert hub.messages == []
@@ -186,14 +185,6 @@ def test_a_hangup_keeps_the_draft(tmp_path: Path, mailhub: MailHubFactory) -> No
         [b"typed before the line dropped\n", signal.SIGHUP],
     )
     assert status == 128 + signal.SIGHUP
-    (kept,) = kept_messages(tmp_path)
+    (kept,) = dead_letters(tmp_path)
     assert kept.get_payload() == "typed before the line dropped\n"
     assert hub.messages == []
-
-
-def kept_messages(home: Path) -> list[mailbox.mboxMessage]:
-    box = mailbox.mbox(str(home / "dead.letter"), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()

@@ -8,24 +8,15 @@ disagreeing on duplicates.
 
 from __future__ import annotations
 
-import mailbox
 import os
 import time
 from pathlib import Path
 
 from tests.e2e.tools import assert_one_clean_line, run
-from tests.mailhub import MailHubFactory
+from tests.mailhub import MailHubFactory, dead_letters
 from tests.relayconf import write_config
 
 MESSAGE = b"Subject: hej\n\nhej\n"
-
-
-def dead_letters(home: Path) -> list[mailbox.mboxMessage]:
-    box = mailbox.mbox(str(home / "dead.letter"), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 # --- SMTPUTF8 -------------------------------------------------------------------------

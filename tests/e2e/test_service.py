@@ -12,7 +12,6 @@ import contextlib
 import email
 import email.policy
 import json
-import mailbox
 import os
 import random
 import signal
@@ -30,7 +29,7 @@ import trustme
 
 from tests.e2e.service_site import USER_UID, Site, site
 from tests.e2e.tools import command
-from tests.mailhub import MailHub, MailHubFactory, closed_port
+from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
 from tests.relayconf import PASSWORD
 
 FULL = os.environ.get("MAILX_FULL") == "1"
@@ -58,17 +57,6 @@ def parsed(data: bytes) -> email.message.EmailMessage:
     message = email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=email.policy.default)
     assert isinstance(message, email.message.EmailMessage)
     return message
-
-
-def dead_letters(home: Path) -> list[mailbox.mboxMessage]:
-    path = home / "dead.letter"
-    if not path.exists():
-        return []
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 def first_header(data: bytes) -> str:
@@ -507,6 +495,25 @@ def test_socket_activation_serves_and_exits_when_idle(
     assert "the socket systemd passed" in host.log_text()
     assert "idle for 2 s, exiting" in host.log_text()
     assert host.socket.exists()  # systemd's socket: not ours to remove
+
+
+def test_a_signal_as_soon_as_the_socket_answers_does_not_kill_the_service(
+    host: Site, mailhub: MailHubFactory, ca_file: Path
+) -> None:
+    # The socket answers before the service has picked up the offline drop and started
+    # serving: a SIGHUP then must be a reload (remembered until it serves), never
+    # SIGHUP's default, which would end the process.
+    configure(host, mailhub(), ca_file, AuthPass=None, AuthUser=None)
+    for _ in range(3):
+        service = host.start()  # returns as soon as the socket answers
+        service.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while "configuration reloaded" not in host.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.poll() is None, host.log_text()
+        host.stop()
+        assert service.returncode == 0, host.log_text()
+        host.log.write_text("")
 
 
 def test_sighup_rereads_the_configuration_and_a_broken_one_is_not_taken(

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,70 +20,31 @@ from relay.queue import Queue
 from tests.e2e.tools import command
 from tests.mailhub import LOOPBACK, dead_letters
 from tests.relayconf import write_config
+from tests.scripted_smtp import STALL, ScriptedSMTP
 
 MESSAGE = b"Subject: nightly\n\nbackup done\n"
 
 
-class StallingServer:
-    """Stalls at `stall` ("greeting": says nothing; "MAIL", "RCPT", "DATA": gives no
-    reply to that command; "end of data": reads the whole message, then never answers)
-    and sets `reached` when it gets there."""
-
-    def __init__(self, stall: str) -> None:
-        self.stall = stall
-        self.reached = threading.Event()
-        self.done = threading.Event()
-        self.listener = socket.socket()
-        self.listener.bind((LOOPBACK, 0))
-        self.listener.listen(1)
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.listener.accept()
-        with conn, conn.makefile("rb") as lines:
-            if self.stall != "greeting":
-                conn.sendall(b"220 stall.test ESMTP\r\n")
-                for line in lines:
-                    verb = line[:4].upper()
-                    if verb.decode() == self.stall[:4]:
-                        break  # no reply: the client waits here
-                    if verb == b"DATA":
-                        conn.sendall(b"354 go ahead\r\n")
-                        for data in lines:
-                            if data == b".\r\n":
-                                break
-                        break
-                    if verb == b"EHLO":
-                        conn.sendall(b"250-stall.test\r\n250 8BITMIME\r\n")
-                    else:
-                        conn.sendall(b"250 ok\r\n")
-            self.reached.set()
-            self.done.wait(30)
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join(5)
-        self.listener.close()
-
-
 @pytest.fixture
-def stalling() -> Iterator[type[StallingServer]]:
-    made: list[StallingServer] = []
+def stalling() -> Iterator[Callable[[str], ScriptedSMTP]]:
+    """A server that stalls at "greeting" (says nothing), at "MAIL", "RCPT" or "DATA"
+    (no reply to that command), or at "end of data" (reads the whole message, then never
+    answers)."""
+    made: list[ScriptedSMTP] = []
 
-    def make(stall: str) -> StallingServer:
-        server = StallingServer(stall)
+    def make(stall: str) -> ScriptedSMTP:
+        step = {"greeting": "GREETING", "end of data": "EOD"}.get(stall, stall)
+        server = ScriptedSMTP(replies={step: STALL}, capabilities=("8BITMIME",)).start()
         made.append(server)
         return server
 
-    yield make  # type: ignore[misc]
+    yield make
     for server in made:
-        server.close()
+        server.stop()
 
 
 def sendmail_until(
-    tmp_path: Path, server: StallingServer, number: int, **keys: object
+    tmp_path: Path, server: ScriptedSMTP, number: int, **keys: object
 ) -> subprocess.CompletedProcess[bytes]:
     conf = write_config(tmp_path, None, mailhub=f"{LOOPBACK}:{server.port}", Timeout=30, **keys)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
@@ -100,7 +59,7 @@ def sendmail_until(
     proc.stdin.write(MESSAGE)
     proc.stdin.close()
     proc.stdin = None  # communicate() must not flush it again
-    assert server.reached.wait(20), "sendmail never got to the stalled step"
+    assert server.stalled.wait(20), "sendmail never got to the stalled step"
     proc.send_signal(number)
     out, err = proc.communicate(timeout=20)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -120,7 +79,7 @@ def queued(tmp_path: Path) -> list[bytes]:
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_before_the_greeting_queues_the_message(
-    tmp_path: Path, stalling: type[StallingServer], number: int
+    tmp_path: Path, stalling: Callable[[str], ScriptedSMTP], number: int
 ) -> None:
     done = sendmail_until(tmp_path, stalling("greeting"), number)
     name = signal.Signals(number).name
@@ -134,7 +93,7 @@ def test_a_signal_before_the_greeting_queues_the_message(
 
 @pytest.mark.parametrize("step", ["MAIL", "RCPT", "DATA"])
 def test_a_signal_at_each_command_of_the_transaction_queues_the_message(
-    tmp_path: Path, stalling: type[StallingServer], step: str
+    tmp_path: Path, stalling: Callable[[str], ScriptedSMTP], step: str
 ) -> None:
     done = sendmail_until(tmp_path, stalling(step), signal.SIGTERM)
     assert done.returncode == 0, done.stderr
@@ -144,7 +103,7 @@ def test_a_signal_at_each_command_of_the_transaction_queues_the_message(
 
 
 def test_a_signal_after_the_final_dot_queues_it_saying_it_may_have_arrived(
-    tmp_path: Path, stalling: type[StallingServer]
+    tmp_path: Path, stalling: Callable[[str], ScriptedSMTP]
 ) -> None:
     done = sendmail_until(tmp_path, stalling("end of data"), signal.SIGTERM)
     assert done.returncode == 0, done.stderr
@@ -155,7 +114,7 @@ def test_a_signal_after_the_final_dot_queues_it_saying_it_may_have_arrived(
 
 
 def test_with_queue_no_the_message_is_kept_and_the_status_is_75(
-    tmp_path: Path, stalling: type[StallingServer]
+    tmp_path: Path, stalling: Callable[[str], ScriptedSMTP]
 ) -> None:
     done = sendmail_until(tmp_path, stalling("greeting"), signal.SIGTERM, Queue="no")
     assert done.returncode == os.EX_TEMPFAIL

@@ -45,6 +45,7 @@ def test_a_program_or_nothing_is_not_an_account(variables: dict[str, str]) -> No
         ("smtps://mail.example.org", ("mail.example.org", 465), True, False),
         ("submissions://mail.example.org:2465", ("mail.example.org", 2465), True, False),
         ("smtp://[2001:db8::1]:26", ("2001:db8::1", 26), False, False),
+        ("submissions://[2001:db8::1]", ("2001:db8::1", 465), True, False),
     ],
 )
 def test_schemes_and_ports(url: str, hub: tuple[str, int], use_tls: bool, starttls: bool) -> None:

@@ -27,7 +27,7 @@ import mailx.compose
 from mailx.cli import Request, parse_args
 from mailx.environment import Environment
 from relay.queue import Queue
-from tests.mailhub import DEFAULT_USERS, MailHub, MailHubFactory, closed_port
+from tests.mailhub import DEFAULT_USERS, MailHub, MailHubFactory, closed_port, read_mbox
 from tests.relayconf import write_config
 
 ARCHWIKI_RC = "set from=me@example.org\nalias archuser 'My Name'<someone@example.com>\n"
@@ -100,11 +100,7 @@ class Mail:
         return self.home / "dead.letter"
 
     def kept(self, path: Path | None = None) -> list[mailbox.mboxMessage]:
-        box = mailbox.mbox(str(path or self.dead_letter), create=False)
-        try:
-            return list(box)
-        finally:
-            box.close()
+        return read_mbox(path or self.dead_letter)
 
     def written(self) -> set[str]:
         """Every file under the home but the ones the test wrote (rc, conf, inputs)."""
@@ -394,18 +390,20 @@ def test_a_5xx_refusal_names_the_server_reply_and_keeps_the_message(
     assert len(mail.kept()) == 1
 
 
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (["archuser", "-c", "x@example.com"], "options must come before"),
-        # A leading '-' is refused unless placed after -. (option injection into a
-        # downstream sendmail); the error says how to mean it.
-        (["a@example.com", "-odd@example.org"], "really starts with '-' goes after -."),
-        (["a@example.com\r\nRCPT TO:<evil@example.com>"], "CR, LF"),
-        (["|touch /tmp/pwned"], "pipe recipient refused"),
-        (["/tmp/file"], "file recipient refused"),
-    ],
-)
+#: Recipient arguments `mail` refuses (65) before anything is read or sent, and a word of
+#: the line that says why; the black-box tests run the installed command on them too.
+DANGEROUS_ARGUMENTS = [
+    (["archuser", "-c", "x@example.com"], "options must come before"),
+    # A leading '-' is refused unless placed after -. (option injection into a
+    # downstream sendmail); the error says how to mean it.
+    (["a@example.com", "-odd@example.org"], "really starts with '-' goes after -."),
+    (["a@example.com\r\nRCPT TO:<evil@example.com>"], "CR, LF"),
+    (["|touch /tmp/pwned"], "pipe recipient refused"),
+    (["/tmp/file"], "file recipient refused"),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), DANGEROUS_ARGUMENTS)
 def test_dangerous_arguments_are_65_before_the_body_is_read(
     mail: Mail, mailhub: MailHubFactory, args: list[str], words: str
 ) -> None:

@@ -101,8 +101,10 @@ def test_good_file_is_queued_with_its_owner_and_a_trace_header(
         assert entry.dead_letter is None  # root never writes into the user's home
         with queue.lock(entry.id) as locked:  # type: ignore[union-attr]
             stored = locked.read_message()
-    first = stored.split(b"\n", 1)[0]
-    assert first.startswith(b"Received: by box.example.net (mailx-relay, from userid 65534); ")
+    first, date = stored.split(b"\r\n")[:2]
+    # The same trace header as the service writes: folded before the date.
+    assert first == b"Received: by box.example.net (mailx-relay, from userid 65534);"
+    assert date.startswith(b"\t") and date[4:6] == b", "  # "\tWed, 02 Dec 2026 ..."
 
 
 def test_mailq_flush_as_root_picks_up_and_sends(

@@ -20,7 +20,9 @@ import pytest
 
 from relay import client, handoff, offline, service
 from relay.config import load
+from relay.envelope import identity_of
 from relay.errors import ConfigError, DataError
+from relay.handoff import line_ending, trace_header
 from relay.message import Spooled
 from tests.e2e.tools import unprivileged_python
 from tests.mailhub import MailHubFactory, closed_port
@@ -118,20 +120,20 @@ def test_peer_credentials_are_the_kernels() -> None:
 
 
 def test_trace_header_goes_first_with_the_messages_line_ending() -> None:
-    crlf = service.with_trace(b"Subject: x\r\n\r\nb\r\n", service.trace_header("h", 1500, b"\r\n"))
+    crlf = service.with_trace(b"Subject: x\r\n\r\nb\r\n", trace_header("h", 1500, b"\r\n"))
     assert isinstance(crlf, bytes)
     assert re.match(
         rb"Received: by h \(mailx-relay, from userid 1500\);\r\n\t\w{3}, \d{2} \w{3} \d{4} "
         rb"\d\d:\d\d:\d\d [+-]\d{4}\r\nSubject: x\r\n",
         crlf,
     )
-    assert service._linesep(b"Subject: x\nTo: y\n") == b"\n"
-    assert service._linesep(b"Subject: x\r\nTo: y\r\n") == b"\r\n"
+    assert line_ending(b"Subject: x\nTo: y\n") == b"\n"
+    assert line_ending(b"Subject: x\r\nTo: y\r\n") == b"\r\n"
 
 
 def test_identity_of_a_uid_without_passwd_entry_is_its_number() -> None:
-    assert service.identity_for(0)[0] == "root"
-    assert service.identity_for(4_000_000_123) == ("4000000123", None)
+    assert identity_of(0).login == "root"
+    assert identity_of(4_000_000_123) == ("4000000123", 4_000_000_123, None)
 
 
 # -- the offline drop writer ----------------------------------------------------------------
@@ -404,7 +406,7 @@ def test_max_message_size_in_the_config_is_the_services_limit(tmp_path: Path) ->
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with listener:
         unset = load(str(write_config(tmp_path, None, mailhub="127.0.0.1:9")))
-        assert service.Service(listener, None, unset, 30).limit() == service.DEFAULT_MAX_MESSAGE
+        assert service.Service(listener, None, unset, 30).limit() == handoff.DEFAULT_MAX_MESSAGE
         conf = write_config(tmp_path, None, mailhub="127.0.0.1:9", MaxMessageSize="2K")
         limited = load(str(conf))
         assert service.Service(listener, None, limited, 30).limit() == 2048
