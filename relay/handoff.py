@@ -166,8 +166,8 @@ def _uid(value: object) -> int:
 
 def configured_limit(config: Config) -> int | None:
     """The configuration's maximum message size, when it sets one."""
-    limit = getattr(config, "max_message_size", None)
-    return limit if isinstance(limit, int) and limit > 0 else None
+    limit = config.max_message_size
+    return limit if limit is not None and limit > 0 else None
 
 
 def line_ending(head: bytes) -> bytes:
