@@ -91,6 +91,7 @@ from relay import (
     dedupe_recipients,
     recipient_problem,
     split_recipient_list,
+    unquote,
 )
 
 if TYPE_CHECKING:
@@ -340,21 +341,8 @@ def _address(recipient: Recipient) -> Address:
         return Address(recipient.display_name, recipient.address, "")
     local, _, domain = recipient.header_address().rpartition("@")
     if local.startswith('"') and local.endswith('"'):
-        local = _unquote(local[1:-1])
+        local = unquote(local[1:-1])
     return Address(recipient.display_name, local, domain)
-
-
-def _unquote(text: str) -> str:
-    """The content of an RFC 5322 quoted string: each `\\x` is `x`."""
-    out: list[str] = []
-    escaped = False
-    for char in text:
-        if escaped or char != "\\":
-            out.append(char)
-            escaped = False
-        else:
-            escaped = True
-    return "".join(out)
 
 
 def default_user_agent() -> str:

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from relay.envelope import Envelope, Identity, current_identity, validate_address
     from relay.handoff import Request
     from relay.message import Spooled
-    from relay.recipients import Recipient, dedupe_key, idna_domain, is_local_name
+    from relay.recipients import Recipient, dedupe_key, idna_domain, is_local_name, unquote
     from relay.recipients import argument as check_recipient_argument
     from relay.recipients import classify as classify_recipient
     from relay.recipients import dedupe as dedupe_recipients
@@ -107,6 +107,7 @@ _LAZY = {
     "parse_recipient_list": ("relay.recipients", "parse_list"),
     "recipient_problem": ("relay.recipients", "problem"),
     "split_recipient_list": ("relay.recipients", "split_list"),
+    "unquote": ("relay.recipients", "unquote"),
     "submit": ("relay.submission", "submit"),
 }
 
@@ -179,5 +180,6 @@ __all__ = [
     "status_for",
     "stdin_was_closed",
     "submit",
+    "unquote",
     "validate_address",
 ]

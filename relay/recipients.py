@@ -358,7 +358,7 @@ def _display_name(phrase: str) -> str:
         end = _quoted_end(phrase, 0)
         if end != len(phrase):
             raise _Refused("unbalanced quotes in the display name", 'quote the whole name: "Name"')
-        return " ".join(_unescape(phrase[1:-1]).split())
+        return " ".join(unquote(phrase[1:-1]).split())
     if '"' in phrase or "\\" in phrase:
         raise _Refused("unbalanced quotes in the display name", 'quote the whole name: "Name"')
     if "@" in phrase:
@@ -371,8 +371,8 @@ def _display_name(phrase: str) -> str:
     return " ".join(phrase.split())
 
 
-def _unescape(text: str) -> str:
-    """The content of a quoted string: each `\\x` is `x`."""
+def unquote(text: str) -> str:
+    """The content of an RFC 5322 quoted string (without its quotes): each `\\x` is `x`."""
     out: list[str] = []
     escaped = False
     for char in text:
