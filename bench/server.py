@@ -7,7 +7,8 @@ only. Each listener has a mode:
 - `quickack`: the same, with TCP_QUICKACK set after every read, so the kernel acknowledges
   each segment at once (msmtp's best case: no 40 ms delayed ACK under its last line);
 - `tls`: STARTTLS (certificate from `--cert`/`--key`), then AUTH PLAIN and LOGIN (any
-  password for user `bench`), as a submission server would.
+  password for user `bench`), as a submission server would;
+- `quicktls`: `tls` with the immediate ACKs of `quickack`.
 
 Replies to pipelined commands are batched into one write (RFC 2920); DATA is scanned for
 the end marker without keeping the message (only its size is counted). Statistics
@@ -67,7 +68,8 @@ class Connection:
         self.tls = False
         self.authed = False
         self.rcpts = 0
-        self.quickack = mode == "quickack"
+        self.quickack = mode in ("quickack", "quicktls")
+        self.starttls = mode in ("tls", "quicktls")
 
     def recv(self) -> bool:
         chunk = self.sock.recv(1 << 20)
@@ -90,9 +92,9 @@ class Connection:
 
     def ehlo(self) -> bytes:
         lines = ["bench.test", "PIPELINING", "8BITMIME", "SIZE 1073741824", "ENHANCEDSTATUSCODES"]
-        if self.mode == "tls" and not self.tls:
+        if self.starttls and not self.tls:
             lines.append("STARTTLS")
-        if self.mode == "tls" and self.tls:
+        if self.starttls and self.tls:
             lines.append("AUTH PLAIN LOGIN")
         out = [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
         return ("\r\n".join(out) + "\r\n").encode()
@@ -145,7 +147,7 @@ class Connection:
                 pending.append(b"221 2.0.0 bye\r\n")
                 self.sock.sendall(b"".join(pending))
                 return
-            elif line.upper() == b"STARTTLS" and self.mode == "tls" and not self.tls:
+            elif line.upper() == b"STARTTLS" and self.starttls and not self.tls:
                 pending.append(b"220 2.0.0 ready\r\n")
                 self.sock.sendall(b"".join(pending))
                 pending.clear()
@@ -230,7 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cert")
     parser.add_argument("--key")
-    parser.add_argument("--modes", default="plain,quickack,tls")
+    parser.add_argument("--modes", default="plain,quickack,tls,quicktls")
     args = parser.parse_args()
     context = None
     if args.cert:

@@ -1,0 +1,379 @@
+"""Each hot path is held to an explicit list of the modules it may import.
+
+Why: every cron job on every host pays the interpreter's start and every import on the
+way to the first byte sent, so a new import on a hot path is a cost to be decided, not
+an accident (docs/performance.md has the map: where each module comes from and what
+cutting it gains; docs/architecture.md, "Start-up time", the rule).
+
+Each case runs the entry point in a fresh `python -I -S` (no site, no .pth files, no
+environment: the same bare interpreter whatever venv or editable finder runs the tests)
+with the repository and the venv's site-packages on sys.path, and compares the modules
+loaded when the command returned with those of a bare interpreter that did nothing. A
+module outside the path's list fails the test: add it to the list only with a reason.
+
+The lists are what the paths load today. Entries marked `# diet` are the ones the import
+diet is to remove (docs/performance.md says where each comes from and the proposed cut);
+when a cut lands, delete its entries here so that they cannot come back.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mailhub import MailHubFactory
+from tests.relayconf import write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+# -- the allow-lists ------------------------------------------------------------------------
+
+#: The package itself on the shortest paths (sendmail -V, usage errors).
+_RELAY_CORE = {"relay", "relay.cli", "relay.entry", "relay.errors"}
+#: The diet's first target: `typing` at run time (relay/__init__.py, relay/cli.py, the
+#: NamedTuples of relay.config, relay.aliases, relay.envelope) and what it drags in.
+_TYPING = {
+    "typing",  # diet
+    "_typing",  # diet
+    "typing.io",  # diet (names typing puts in sys.modules)
+    "typing.re",  # diet
+    "collections.abc",  # diet (typing's; `from collections.abc import` at run time too)
+    "warnings",  # diet (typing's)
+    "contextlib",  # diet (typing's, and relay.entry's)
+    "re",  # diet (typing's; relay.envelope, relay.message, relay.queue, relay.deadletter)
+    "re._casefix",  # diet
+    "re._compiler",  # diet
+    "re._constants",  # diet
+    "re._parser",  # diet
+    "_sre",  # diet
+    "copyreg",  # diet (re's)
+    "enum",  # diet (re's)
+    "functools",  # diet (re's, enum's)
+    "_functools",  # diet
+    "collections",  # diet (functools', typing's)
+    "_collections",  # diet
+    "itertools",  # diet
+    "keyword",  # diet
+    "operator",  # diet
+    "_operator",  # diet
+    "reprlib",  # diet
+    "types",  # diet (enum's, functools'; relay.config's MappingProxyType)
+}
+#: What the interpreter loads anyway once `site` runs (no cost to a real command).
+_SITE = {
+    "os",
+    "os.path",
+    "posixpath",
+    "genericpath",
+    "stat",
+    "_stat",
+    "_collections_abc",
+    "__future__",
+}
+
+VERSION = _RELAY_CORE | _TYPING | _SITE
+USAGE = VERSION
+MAILQ_EMPTY = (
+    VERSION - {"relay.cli"}
+    | {"relay.mailq", "relay.config", "relay.queue", "relay.records", "relay.replies"}
+    | {"errno"}
+    | {"json", "json.decoder", "json.encoder", "json.scanner", "_json"}  # diet (relay.queue:45)
+)
+SEND = VERSION | {
+    "relay.aliases",
+    "relay.config",
+    "relay.credentials",
+    "relay.deadletter",
+    "relay.delivery",
+    "relay.envelope",
+    "relay.interrupt",
+    "relay.log",
+    "relay.message",
+    "relay.recipients",
+    "relay.records",
+    "relay.replies",
+    "relay.smtp",
+    "relay.smtp_wire",
+    "relay.submission",
+    "errno",
+    "pwd",
+    "signal",
+    "time",
+    "socket",
+    "_socket",
+    "selectors",
+    "select",
+    "math",  # socket's (selectors)
+    "array",  # socket's
+}
+HAND_OFF = VERSION | {
+    "relay.aliases",
+    "relay.client",
+    "relay.config",
+    "relay.envelope",
+    "relay.handoff",
+    "relay.message",
+    "relay.recipients",
+    "relay.records",
+    "errno",
+    "json",  # the request line (relay.handoff:24)
+    "json.decoder",
+    "json.encoder",
+    "json.scanner",
+    "_json",
+    "socket",
+    "_socket",
+    "selectors",
+    "select",
+    "math",
+    "array",
+    "time",
+}
+MAIL_ALIAS = SEND - {"relay.cli", "relay.credentials"} | {
+    "mailx",
+    "mailx.account",
+    "mailx.cli",
+    "mailx.compose",
+    "mailx.delivery",
+    "mailx.environment",
+    "mailx.mailrc",
+    "mailx.pipeline",
+    "docopt",  # diet (mailx/cli.py:164: a hand-rolled getopt for the common flags)
+    "docopt._version",  # diet
+    "dataclasses",  # diet (mailx/mailrc.py:38, mailx/compose.py:77)
+    "inspect",  # diet (dataclasses')
+    "ast",  # diet (inspect's)
+    "_ast",  # diet
+    "dis",  # diet
+    "opcode",  # diet
+    "_opcode",  # diet
+    "token",  # diet
+    "tokenize",  # diet
+    "linecache",  # diet
+    "importlib",  # diet (docopt's, inspect's)
+    "importlib.machinery",  # diet
+    "importlib._bootstrap",  # diet (aliases importlib puts in sys.modules)
+    "importlib._bootstrap_external",  # diet
+    "weakref",  # diet (copy's, inspect's)
+    "_weakrefset",  # diet
+    "copy",  # diet
+    # The email package, for a simple text message (mailx/compose.py:68-81): diet
+    "email",  # diet
+    "email._encoded_words",  # diet
+    "email._header_value_parser",  # diet
+    "email._parseaddr",  # diet
+    "email._policybase",  # diet
+    "email.base64mime",  # diet
+    "email.charset",  # diet
+    "email.contentmanager",  # diet
+    "email.encoders",  # diet
+    "email.errors",  # diet
+    "email.generator",  # diet
+    "email.header",  # diet
+    "email.headerregistry",  # diet
+    "email.iterators",  # diet
+    "email.message",  # diet
+    "email.policy",  # diet
+    "email.quoprimime",  # diet
+    "email.utils",  # diet
+    "encodings.unicode_escape",  # diet (email's)
+    "quopri",  # diet
+    "base64",  # diet
+    "binascii",  # diet
+    "struct",  # diet
+    "_struct",  # diet
+    "string",  # diet
+    "_string",  # diet
+    "random",  # diet (email.utils', for make_msgid)
+    "_random",  # diet
+    "_sha512",  # diet
+    "bisect",  # diet
+    "_bisect",  # diet
+    "datetime",  # diet (mailx/compose.py:78; email.utils')
+    "_datetime",  # diet
+    "calendar",  # diet (email._parseaddr's)
+    "locale",  # diet
+    "_locale",  # diet
+    "urllib",  # diet (mimetypes')
+    "urllib.parse",  # diet
+    "ipaddress",  # diet (urllib.parse's)
+    "mimetypes",  # diet (mailx/compose.py:71: only for attachments)
+    "getpass",  # diet (mailx/compose.py:70)
+    "termios",  # diet (getpass')
+    "unicodedata",  # diet (mailx/compose.py:75)
+    "codecs",  # already loaded by the interpreter's own start
+}
+
+
+# -- the harness ----------------------------------------------------------------------------
+
+
+def _loaded(
+    tmp_path: Path,
+    code: str,
+    *,
+    stdin: bytes = b"",
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+) -> tuple[int, set[str], str]:
+    """Run `code` in a bare interpreter; its exit status, sys.modules at the end, stderr."""
+    where = tmp_path / "modules"
+    where.mkdir(exist_ok=True)
+    where.chmod(0o1777)  # written by the child, who may be uid 65534
+    out = where / f"{time.monotonic_ns()}"
+    harness = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(ROOT)!r}]\n"
+        f"sys.path += {SITE!r}\n"
+        f"{code}\n"
+        f"with open({str(out)!r}, 'w') as out:\n"
+        "    out.write(repr(sorted(sys.modules)))\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run(
+        [*prefix, sys.executable, "-I", "-S", "-c", harness],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **(env or {})},
+        cwd="/",
+    )
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert out.exists(), stderr
+    return done.returncode, set(ast.literal_eval(out.read_text())), stderr
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The modules of an interpreter that did nothing (the floor every path starts from)."""
+    status, modules, _ = _loaded(tmp_path_factory.mktemp("bare"), "status = 0")
+    assert status == 0
+    return modules
+
+
+def _entry(entry: str, argv: list[str]) -> str:
+    module, function = entry.split(":")
+    return f"from {module} import {function} as main\nstatus = main({argv!r})"
+
+
+def _check(loaded: set[str], bare: set[str], allowed: set[str]) -> None:
+    added = loaded - bare
+    assert not added - allowed, f"new imports on this path: {sorted(added - allowed)}"
+    # The list is not a wish list either: what a path no longer loads comes off it.
+    assert not allowed - added - bare - _SITE, (
+        f"listed but no longer imported: {sorted(allowed - added - bare - _SITE)}"
+    )
+
+
+# -- the paths ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"), [(["-V"], os.EX_OK), (["--version"], os.EX_OK), (["-Z"], os.EX_USAGE)]
+)
+def test_sendmail_version_and_usage_error(
+    tmp_path: Path, bare: set[str], argv: list[str], status: int
+) -> None:
+    code, loaded, err = _loaded(tmp_path, _entry("relay.cli:sendmail_main", argv))
+    assert code == status, err
+    _check(loaded, bare, VERSION if status == os.EX_OK else USAGE)
+
+
+def test_mailq_on_an_empty_queue(tmp_path: Path, bare: set[str]) -> None:
+    conf = write_config(tmp_path, None, mailhub="127.0.0.1:1")
+    code, loaded, err = _loaded(tmp_path, _entry("relay.mailq:main", ["-C", str(conf)]))
+    assert code == os.EX_OK, err
+    _check(loaded, bare, MAILQ_EMPTY)
+
+
+MESSAGE = b"From: Cron Daemon <root@example.org>\nTo: a@example.com\nSubject: s\n\nhi\n"
+
+
+def test_sendmail_small_send(tmp_path: Path, bare: set[str], mailhub: MailHubFactory) -> None:
+    hub = mailhub()
+    conf = write_config(tmp_path, hub, FromLineOverride="yes")
+    code, loaded, err = _loaded(
+        tmp_path,
+        _entry("relay.cli:sendmail_main", ["-C", str(conf), "a@example.com"]),
+        stdin=MESSAGE,
+    )
+    assert code == os.EX_OK, err
+    assert len(hub.wait_for(1)) == 1
+    _check(loaded, bare, SEND)
+
+
+def test_mail_to_an_alias(tmp_path: Path, bare: set[str], mailhub: MailHubFactory) -> None:
+    hub = mailhub()
+    conf = write_config(tmp_path, hub)
+    mailrc = tmp_path / "mailrc"
+    mailrc.write_text("alias user 'Bench User <someone@example.com>'\n")
+    env = {"HOME": str(tmp_path), "MAILRC": str(mailrc), "RELAY_CONFIG": str(conf),
+           "MAILX_NO_SYSTEM_RC": "1"}  # fmt: skip
+    code, loaded, err = _loaded(
+        tmp_path,
+        _entry("mailx.cli:main", ["-n", "-s", "subj", "user"]),
+        stdin=b"disk usage on /: 91%\n",
+        env=env,
+    )
+    assert code == os.EX_OK, err
+    (received,) = hub.wait_for(1)
+    assert received.rcpt_tos == ["someone@example.com"]
+    _check(loaded, bare, MAIL_ALIAS)
+
+
+@pytest.fixture
+def service(tmp_path: Path, mailhub: MailHubFactory) -> Iterator[tuple[Path, Path, object]]:
+    """A running mailx-relayd (root), its socket reachable by uid 65534, its config not."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a sender as uid 65534")
+    hub = mailhub()
+    conf = write_config(tmp_path, hub)  # 0600 in root's 0700 tmp_path: out of reach
+    run = Path(tempfile.mkdtemp(prefix="import-budget-"))  # /tmp: reachable by anyone
+    run.chmod(0o755)
+    sock = run / "submit.sock"
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mailx-relayd"), "-C", str(conf), "--socket",
+         str(sock)],
+        env={**os.environ, "RELAY_OFFLINE": str(tmp_path / "offline")},
+        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        yield conf, sock, hub
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def test_unprivileged_hand_off(
+    tmp_path: Path, bare: set[str], service: tuple[Path, Path, object]
+) -> None:
+    conf, sock, hub = service
+    code, loaded, err = _loaded(
+        sock.parent,
+        _entry("relay.cli:sendmail_main", ["a@example.com"]),
+        stdin=MESSAGE,
+        env={"RELAY_CONFIG": str(conf), "RELAY_SOCKET": str(sock), "HOME": str(sock.parent)},
+        prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
+    )
+    if code != os.EX_OK and "Permission denied" in err and "python" in err:
+        pytest.skip("the interpreter is out of reach for uid 65534")
+    assert code == os.EX_OK, err
+    assert len(hub.wait_for(1)) == 1  # type: ignore[attr-defined]
+    _check(loaded, bare, HAND_OFF)
