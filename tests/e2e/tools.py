@@ -117,6 +117,12 @@ def unprivileged_python(code: str) -> list[str]:
     return [str(stage / "python"), "-I", "-c", prefix + code]
 
 
+def unprivileged_stage() -> tuple[str, str]:
+    """(interpreter, library directory) of the copy `unprivileged_command` runs."""
+    stage = _stage()
+    return str(stage / "python"), str(stage / "lib")
+
+
 def _stage() -> Path:
     if "root" in _STAGE:
         return _STAGE["root"]
