@@ -39,8 +39,12 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from relay import Config, ConfigError
+from relay import ConfigError
+
+if TYPE_CHECKING:
+    from relay import Config
 
 SCHEMES = {
     "smtp": (25, False),

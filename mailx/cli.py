@@ -299,6 +299,9 @@ def run(request: Request, env: Environment) -> int:
                 body = pipeline.read_body(request, subject, variables, env)
             except RelayError as err:
                 raise keeper.kept(err, piped_text(request, subject, piped, env)) from None
+            except Exception as err:  # a bug: the piped text is kept all the same
+                bug = InternalError(err)
+                raise keeper.kept(bug, piped_text(request, subject, piped, env)) from err
         if isinstance(body, pipeline.Abandoned):
             return abandoned(body, keeper, env)
         draft = body

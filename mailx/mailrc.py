@@ -849,8 +849,10 @@ class _Evaluator:
                     self.diag(path, st.line, f"unalias: no such alias '{name}'", "warning")
 
     def set(self, path: str, st: Statement) -> None:
+        seen: list[str] = []
         for word in st.words:
             text = word.expand(self.value)
+            seen.append(text)
             name, equals, value = text.partition("=")
             if not equals and name.startswith("no") and len(name) > 2:
                 name = name[2:]
@@ -859,7 +861,11 @@ class _Evaluator:
                 continue
             if not _SET_VARNAME.match(name):
                 hint = " ('#' starts no comment after set)" if name.startswith("#") else ""
-                self.diag(path, st.line, f"set: invalid variable name '{name}'{hint}")
+                # Never echo a word that follows a password variable: it may be the
+                # password, written the way s-nail's old syntax takes it.
+                secret = any("pass" in w.lower() for w in seen)
+                shown = f"'{name}'" if not secret else f"(word {len(seen)}, not shown)"
+                self.diag(path, st.line, f"set: invalid variable name {shown}{hint}")
                 continue
             if name not in self.fixed:  # -S beats the files, as in s-nail
                 self.rc.variables[name] = value

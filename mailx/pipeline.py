@@ -323,6 +323,10 @@ def _feed_interactively(
             except _HangUp:
                 stop = Interrupted("hangup: message not sent", signal_number=signal.SIGHUP)
                 raise DraftStopped(stop, session.draft()) from None
+            except Exception as err:  # a bug: what was typed is kept, and it is reported
+                from relay import InternalError
+
+                raise DraftStopped(InternalError(err), session.draft()) from err
             if action is not None:
                 return action
     finally:
@@ -464,6 +468,10 @@ def run_editor(body: bytes, editor: str, environ: Mapping[str, str]) -> bytes:
     with tempfile.NamedTemporaryFile(prefix="mail-", suffix=".txt") as handle:
         handle.write(body)
         handle.flush()
-        subprocess.run([*shlex.split(editor), handle.name], check=False, env=environ)
+        try:
+            words = shlex.split(editor)
+        except ValueError as err:  # unbalanced quotes in $EDITOR: the escape fails, not mail
+            raise UsageError(f"editor '{editor}': {err}") from None
+        subprocess.run([*words, handle.name], check=False, env=environ)
         with open(handle.name, "rb") as edited:
             return edited.read()

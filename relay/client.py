@@ -80,7 +80,9 @@ def hand_off(
     `~/dead.letter`) and the last line says so.
     """
     if request.claimed_uid == -1:
-        request.claimed_uid = os.getuid()
+        # The effective uid: the one the kernel reports to the service and gives the
+        # drop file (a real uid that differs would set the file aside as forged).
+        request.claimed_uid = os.geteuid()
     if not isinstance(raw, bytes) and not hasattr(raw, "blocks"):
         from email.policy import SMTP
 

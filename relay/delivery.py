@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from relay import replies
 from relay.errors import RelayError, is_temporary
+from relay.interrupt import settle
 from relay.records import Record
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ def deliver(
         log(error=err)
         kind = TEMPORARY if is_temporary(err) else PERMANENT
         return Verdict(kind, error=err, reply=err.reply or "", mailhub=hub)
+    settle()  # the server has answered for the message: a signal must not undo that
     log(outcome=outcome)
     return Verdict(
         PARTIAL if outcome.refused else DELIVERED,

@@ -117,7 +117,7 @@ def decode(line: bytes) -> Request:
         raise DataError("not a mailx-relay request (bad magic or version)")
     try:
         data = json.loads(line[len(MAGIC) :].decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # `[[[[...`: too deep
         raise DataError("malformed request: not ASCII JSON") from None
     if not isinstance(data, dict):
         raise DataError("malformed request: not a JSON object")

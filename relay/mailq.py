@@ -542,6 +542,12 @@ def pickup_offline(config: Config, err: TextIO, prog: str = PROG) -> int:
     except RelayError as failed:
         say(err, f"offline drop not picked up: {failed}", prog)
         return failed.exit_code
+    except Exception as failed:  # a bug must not stop the flush (or the service's start)
+        from relay.errors import InternalError
+
+        bug = InternalError(failed)
+        say(err, f"offline drop not picked up: {bug}", prog)
+        return bug.exit_code
     for line in report.lines():
         say(err, line, prog)
     return report.exit_code()

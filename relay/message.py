@@ -197,7 +197,8 @@ def _read_input(stream: BinaryIO | _Bounded, spool_at: int) -> bytes | Spooled:
     except OSError:
         # No room for the temporary copy (ulimit -f, a full /tmp): hold the message in
         # memory instead, so it is still delivered, queued or kept, never half-read.
-        done = [spool.pread(offset, CHUNK) for offset in range(0, spool.size, CHUNK)]
+        # Only what was counted: a failed write may have left part of `block` on disk.
+        done = [spool.pread(at, min(CHUNK, spool.size - at)) for at in range(0, spool.size, CHUNK)]
         spool.close()
         return _in_memory([*done, block], stream)
     except BaseException:

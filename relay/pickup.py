@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from relay import handoff
-from relay.errors import CantCreateError, DataError, RelayError
+from relay.errors import CantCreateError, DataError, NoUserError, RelayError, UsageError
 from relay.records import Record
 
 if TYPE_CHECKING:
@@ -267,6 +267,8 @@ class _Pickup:
             pass
         except RelayError as err:
             self.report.errors.append(err)
+        except Exception as err:  # one hostile file must not stop the pickup of the rest
+            self._aside(name, f"could not be read as a message ({type(err).__name__})")
         finally:
             os.close(fd)
 
@@ -332,7 +334,7 @@ class _Pickup:
         who = identity_of(uid)
         try:
             prepared = submission.prepare(raw, self.config, request.envelope(who))
-        except RelayError as refused:
+        except (DataError, UsageError, NoUserError) as refused:
             # What an in-process submission by this user would have refused (a local
             # name with no alias, no recipient, a bad address): never sent, kept.
             from relay.envelope import default_sender_address

@@ -186,7 +186,7 @@ def _send_now(
     import time
 
     from relay.delivery import PERMANENT, TEMPORARY, Verdict, deliver
-    from relay.interrupt import Stopped
+    from relay.interrupt import Stopped, wait_interruptibly
     from relay.smtp import open_session
 
     hubs: Sequence[Mailhub] = (
@@ -213,14 +213,24 @@ def _send_now(
         return Verdict(
             TEMPORARY if is_temporary(err) else PERMANENT, error=err, reply=err.reply or ""
         )
-    with session:
+    try:
         try:
-            return deliver(
+            verdict = deliver(
                 session, prepared.message, prepared.envelope, message_id=prepared.message_id
             )
         except Stopped as stop:
             session.drop()  # no QUIT: its reply could take the whole Timeout
             return Verdict(TEMPORARY, error=_interrupted(stop, session.step))
+        # The verdict is final (deliver settled the guard): QUIT cannot change it, and a
+        # stop signal only cuts the wait for its reply short.
+        try:
+            with wait_interruptibly():
+                session.close()
+        except Stopped:
+            session.drop()
+        return verdict
+    finally:
+        session.drop()  # after an unexpected error; nothing to do once closed
 
 
 def _interrupted(stop: Stopped, step: str) -> TempFailError:
@@ -302,7 +312,7 @@ def submit(
         )
     elif any(value is not None for value in loose):
         raise TypeError("submit: give an Envelope or its fields as keywords, not both")
-    from relay.interrupt import Stopped, guard
+    from relay.interrupt import Stopped, guard, settle
 
     raw = as_input(message)
     who = envelope.identity or current_identity()
@@ -316,12 +326,14 @@ def submit(
                 return enqueue(prepared, config, dead_letter=dead_letter, reason=ALWAYS_REASON)
             return _deliver_or_queue(prepared, config, password, verbose, dead_letter)
         except RelayError as err:
+            settle()  # keeping it must not be cut short
             if keep_on_failure:
                 keep(err, raw, who, config, dead_letter)
             raise
         except Stopped as stop:  # before or after the delivery attempt: keep it
             from relay.errors import Interrupted
 
+            settle()
             stopped = Interrupted(f"stopped by {stop.name}", signal_number=stop.signal_number)
             keep(stopped, raw, who, config, dead_letter)
             raise stopped from None
@@ -373,14 +385,19 @@ def _deliver_or_queue(
     note = ""
     if fallback and later:
         replies = "; ".join(f"<{r}>: {verdict.refused[r][1]}" for r in later)
-        queued = enqueue(
-            prepared,
-            config,
-            dead_letter=dead_letter,
-            reason=f"refused for now: {replies}",
-            envelope=prepared.envelope.only(later),
-            failure=TempFailError(replies, step="RCPT TO"),
-        )
+        try:
+            queued = enqueue(
+                prepared,
+                config,
+                dead_letter=dead_letter,
+                reason=f"refused for now: {replies}",
+                envelope=prepared.envelope.only(later),
+                failure=TempFailError(replies, step="RCPT TO"),
+            )
+        except RelayError as failed:
+            # Say who has it already: a resend from dead.letter must not go to them.
+            note = f"; and the rest could not be queued: {failed}"
+            raise _partial_error(result, verdict, note) from None
         result = result.replace(
             queued_id=queued.queued_id,
             queued_reason=queued.queued_reason,
@@ -431,6 +448,9 @@ def enqueue(
     import time
 
     from relay import queue
+    from relay.interrupt import settle
+
+    settle()  # a signal during the commit would report a queued message as failed
 
     now = time.time()
     wanted = envelope or prepared.envelope

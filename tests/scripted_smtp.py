@@ -153,7 +153,7 @@ class ScriptedSMTP:
                 sock.sendall(text.encode())
                 continue
             if verb == "QUIT":
-                self._answer(sock, "221 bye")
+                self._answer(sock, self.replies.get("QUIT", "221 bye"))
                 return
             if verb == "DATA":
                 if not self._answer(sock, self.replies.get("DATA", "354 go ahead")):

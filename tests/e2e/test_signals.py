@@ -121,3 +121,17 @@ def test_with_queue_no_the_message_is_kept_and_the_status_is_75(
     assert f"message kept in {tmp_path / 'dead.letter'}".encode() in done.stderr
     (kept,) = dead_letters(tmp_path)
     assert kept["Subject"] == "nightly"
+
+
+@pytest.mark.parametrize("queue", ["fallback", "no"])
+def test_a_signal_while_waiting_for_quit_after_a_delivery_changes_nothing(
+    tmp_path: Path, stalling: Callable[[str], ScriptedSMTP], queue: str
+) -> None:
+    """The server took the message (250 after the dot): a signal while QUIT's reply is
+    awaited must not report a failure nor keep a copy (the sender would send it twice)."""
+    server = stalling("QUIT")
+    done = sendmail_until(tmp_path, server, signal.SIGTERM, Queue=queue)
+    assert done.returncode == 0, done.stderr
+    assert len(server.messages) == 1
+    assert dead_letters(tmp_path) == []
+    assert not (tmp_path / "queue" / "new").exists() or queued(tmp_path) == []

@@ -908,3 +908,31 @@ def test_template_names_are_kept_without_fullnames(mail: Mail, mailhub: MailHubF
     assert mail("-t", "Arg Name <arg@example.org>", body=template) == 0, mail.err
     message = parsed(hub.wait_for(1)[0].data)
     assert message["To"] == 'arg@example.org, "Doe, John" <john@example.org>'
+
+
+def test_a_broken_editor_command_never_costs_the_piped_text(
+    mail: Mail, mailhub: MailHubFactory
+) -> None:
+    """`~e` with unbalanced quotes in EDITOR: the escape fails, with one line; the text
+    stays in the draft and is sent (it used to be a bug that kept nothing)."""
+    hub = mailhub()
+    mail.configure(hub)
+    mail.environ["EDITOR"] = 'vi "unbalanced'
+    body = b"important piped text\n~e\nmore text\n"
+    assert mail("-~", "-s", "x", "a@example.com", body=body) == 0, mail.err
+    (received,) = hub.wait_for(1)
+    assert parsed(received.data).get_content() == "important piped text\nmore text\n"
+    said = mail.stdout.getvalue() + mail.err
+    assert "unbalanced" in said and "Traceback" not in said
+
+
+def test_a_password_in_a_bad_set_line_is_not_echoed(mail: Mail, mailhub: MailHubFactory) -> None:
+    """s-nail's old `set smtp-auth-password s3cr(et` (no `=`): the diagnostic names the
+    word's position, never the word, which may be the password."""
+    hub = mailhub()
+    mail.configure(hub)
+    mail.rc("set smtp-auth-password s3cr(et\nset bad(name\n")
+    assert mail("-s", "x", "a@example.com") == 0
+    assert "s3cr(et" not in mail.err
+    assert "invalid variable name (word 2, not shown)" in mail.err
+    assert "'bad(name'" in mail.err  # no password near it: shown as before

@@ -232,3 +232,39 @@ def test_read_input_at_the_limit_is_whole() -> None:
     import io
 
     assert read_input(io.BytesIO(b"y" * 64), limit=64) == b"y" * 64
+
+
+def test_a_spool_cut_short_by_the_file_size_limit_still_reads_the_input_exactly(
+    tmp_path: Path,
+) -> None:
+    """`ulimit -f` stops the temporary copy part-way (a short write, then EFBIG): the
+    input is then held in memory, byte for byte, never with a piece twice."""
+    import subprocess
+    import sys
+
+    data = bytes(range(256)) * 10_800  # 2,764,800 bytes, not a multiple of any chunk
+    source = tmp_path / "input"
+    source.write_bytes(data)
+    code = (
+        "import hashlib, resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1500 * 1024, 1500 * 1024))\n"
+        "from relay.message import read_input\n"
+        "with open(sys.argv[1], 'rb') as f:\n"
+        "    got = read_input(f)\n"
+        "got = got if isinstance(got, bytes) else got.read_all()\n"
+        "print(len(got), hashlib.sha256(got).hexdigest())\n"
+    )
+    import hashlib
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(source)],
+        capture_output=True,
+        check=False,
+        env={"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        cwd=str(Path(__file__).parents[2]),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        str(len(data)).encode(),
+        hashlib.sha256(data).hexdigest().encode(),
+    ]

@@ -332,3 +332,30 @@ def test_max_message_size_in_the_config_bounds_the_offline_drop(
     assert entries(tmp_path) == []
     (problem,) = report.corrupt
     assert "at most 1024" in problem.reason
+
+
+def test_a_hostile_file_cannot_stop_the_pickup_of_the_others(tmp_path: Path, offline: Path) -> None:
+    """JSON or a header nested deep enough to exhaust the parser's recursion: set aside,
+    and the good file beside it is still queued (the flush and the service go on)."""
+    config = load(str(write_config(tmp_path, None, mailhub="127.0.0.1:9")))
+    drop(offline, request=handoff.MAGIC + b"[" * 200_000 + b"\n")
+    drop(offline, b"From: " + b"(" * 20_000 + b"\nTo: ops@example.com\n\nx\n")
+    drop(offline)
+    report = pickup(config, str(offline), str(tmp_path / "queue"))
+    assert len(report.queued) == 1
+    assert len(report.corrupt) + len(report.refused) == 2
+    assert [getattr(e, "uid", None) for e in entries(tmp_path)] == [NOBODY]
+    assert sorted(p.name for p in offline.iterdir()) == []
+
+
+def test_a_local_configuration_problem_leaves_the_file_for_a_later_pickup(
+    tmp_path: Path, offline: Path
+) -> None:
+    """Not the message's fault (the Aliases file is unreadable for a moment): the drop
+    file stays where it is, reported, neither sent nor set aside."""
+    conf = write_config(tmp_path, None, mailhub="127.0.0.1:9", Aliases=tmp_path / "missing")
+    config = load(str(conf))
+    dropped = drop(offline)
+    report = pickup(config, str(offline), str(tmp_path / "queue"))
+    assert report.queued == [] and report.refused == [] and report.corrupt == []
+    assert report.errors and dropped.exists()
