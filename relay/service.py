@@ -28,7 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from relay.errors import ConfigError, DataError, RelayError, UnavailableError
+from relay.errors import ConfigError, DataError, RelayError, TempFailError, UnavailableError
 
 if TYPE_CHECKING:
     import io
@@ -43,6 +43,14 @@ MAX_CLIENTS = 32
 BACKLOG = 128
 #: A client that sends nothing for this long is dropped (its slot is someone else's).
 READ_TIMEOUT = 30.0
+#: And one that trickles: the whole message must come within SLOW_GRACE seconds plus one
+#: second per SLOW_RATE bytes, or it is dropped (a byte every 29 s would hold a slot
+#: for ever otherwise).
+SLOW_GRACE = 60.0
+SLOW_RATE = 64 * 1024
+#: One user may hold at most this many of the MAX_CLIENTS slots at once; the others are
+#: answered "busy" (75: the client keeps the message), so that nobody can take them all.
+PER_UID = 24
 SOCKET_ACTIVATED_IDLE = 60.0
 CHUNK = 1 << 16
 SPOOL_AT = 1 << 20
@@ -246,11 +254,12 @@ def receive(conn: socket.socket, limit: int) -> tuple[Request, bytes | Spooled]:
     from relay import handoff
     from relay.message import Spooled
 
+    started = time.monotonic()
     buffer = b""
     while b"\n" not in buffer:
         if len(buffer) > handoff.MAX_REQUEST_LINE:
             raise DataError(f"request line too long (more than {handoff.MAX_REQUEST_LINE} bytes)")
-        block = _recv(conn)
+        block = _recv(conn, started, len(buffer))
         if not block:
             raise Dropped("closed before the request line ended")
         buffer += block
@@ -264,7 +273,12 @@ def receive(conn: socket.socket, limit: int) -> tuple[Request, bytes | Spooled]:
     if size > limit:
         raise DataError(f"message too large (more than {limit} bytes)")
     while True:
-        block = _recv(conn)
+        try:
+            block = _recv(conn, started, size)
+        except Dropped:
+            if isinstance(held, Spooled):
+                held.close()
+            raise
         if not block:
             break
         size += len(block)
@@ -287,7 +301,9 @@ def receive(conn: socket.socket, limit: int) -> tuple[Request, bytes | Spooled]:
     return request, held
 
 
-def _recv(conn: socket.socket) -> bytes:
+def _recv(conn: socket.socket, started: float, received: int) -> bytes:
+    if time.monotonic() - started > SLOW_GRACE + received / SLOW_RATE:
+        raise Dropped(f"too slow ({received} bytes in {time.monotonic() - started:.0f} s)")
     try:
         return conn.recv(CHUNK)
     except TimeoutError:
@@ -412,6 +428,7 @@ class Service:
         self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self.active = 0
         self.active_lock = threading.Lock()
+        self.per_uid: dict[int, int] = {}
         self.last_activity = time.monotonic()
         self.stopping = False
         self.reload_wanted = False
@@ -498,6 +515,24 @@ class Service:
     def _handle(self, conn: socket.socket) -> None:
         pid, uid, _gid = peer_credentials(conn)
         who = f"uid={uid} pid={pid}"
+        with self.active_lock:
+            mine = self.per_uid.get(uid, 0)
+            if mine < PER_UID:
+                self.per_uid[uid] = mine + 1
+        if mine >= PER_UID:
+            log(f"{who}: busy: {mine} submissions of this user in progress")
+            busy = TempFailError(f"the submission service is busy with {mine} of your messages")
+            self._answer(conn, Answer(busy.exit_code, [str(busy)]), who, None)
+            return
+        try:
+            self._serve(conn, uid, who)
+        finally:
+            with self.active_lock:
+                self.per_uid[uid] -= 1
+                if not self.per_uid[uid]:
+                    del self.per_uid[uid]
+
+    def _serve(self, conn: socket.socket, uid: int, who: str) -> None:
         config = self.config
         conn.settimeout(READ_TIMEOUT)
         request: Request | None = None

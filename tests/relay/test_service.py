@@ -110,6 +110,48 @@ def test_a_silent_client_times_out() -> None:
             service.receive(server, 1000)
 
 
+def test_a_client_that_trickles_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte now and then never trips the idle timeout; the whole-message deadline does."""
+    monkeypatch.setattr(service, "SLOW_GRACE", 0.3)
+    server, peer = pair()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with contextlib.suppress(OSError):
+            peer.sendall(handoff.encode(REQUEST))
+            while not stop.wait(0.05):
+                peer.sendall(b"x")
+
+    writer = threading.Thread(target=trickle)
+    with server, peer:
+        writer.start()
+        try:
+            with pytest.raises(service.Dropped, match="too slow"):
+                service.receive(server, 1 << 20)
+        finally:
+            stop.set()
+            writer.join()
+
+
+def test_one_user_cannot_take_every_slot(tmp_path: Path) -> None:
+    """Past PER_UID submissions in progress, the same uid is answered busy (75: its
+    client keeps the message) and the slot is free again at once."""
+    conf = load(str(write_config(tmp_path, None, mailhub=f"127.0.0.1:{closed_port()}")))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with listener:
+        running = service.Service(listener, None, conf, 30)
+        running.per_uid[os.getuid()] = service.PER_UID
+        server, peer = pair()
+        with server, peer:
+            running.active += 1  # as serve() counts an accepted client
+            running.slots.acquire()
+            running.handle(server)
+            answer = json.loads(peer.recv(65536))
+        assert answer["status"] == os.EX_TEMPFAIL
+        assert "busy" in answer["lines"][0]
+        assert running.per_uid[os.getuid()] == service.PER_UID
+
+
 def test_peer_credentials_are_the_kernels() -> None:
     server, peer = pair()
     with server, peer:
