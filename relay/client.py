@@ -25,7 +25,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from relay.entry import say
-from relay.errors import ConfigError, RelayError, TempFailError
+from relay.errors import ConfigError, DataError, RelayError, TempFailError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -114,7 +114,14 @@ def _drop(
     request: Request, raw: bytes | Spooled, where: str, environ: Mapping[str, str] | None
 ) -> str:
     from relay import offline
+    from relay.handoff import DEFAULT_MAX_MESSAGE
 
+    size = len(raw) if isinstance(raw, bytes) else raw.size
+    if size > DEFAULT_MAX_MESSAGE:  # the pickup would set it aside, out of the user's sight
+        raise DataError(
+            f"message too large for the offline drop ({size} bytes; at most "
+            f"{DEFAULT_MAX_MESSAGE}) and no submission service answers on {where}"
+        )
     directory = offline.default_dir(environ)
     try:
         return offline.drop(request, raw, directory)

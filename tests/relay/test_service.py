@@ -345,6 +345,24 @@ def test_no_service_writes_the_offline_drop(
     assert handoff.decode(line).claimed_uid == os.getuid()
 
 
+def test_a_message_too_large_for_the_drop_is_refused_and_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pickup would set it aside where the user cannot see it: refused now (65) and
+    kept in the user's dead.letter, never "queued" with exit 0."""
+    monkeypatch.setattr(handoff, "DEFAULT_MAX_MESSAGE", 100)
+    (tmp_path / "offline").mkdir()
+    env = {"RELAY_SOCKET": str(tmp_path / "none.sock"), "RELAY_OFFLINE": str(tmp_path / "offline")}
+    dead = tmp_path / "dead.letter"
+    big = b"Subject: big\n\n" + b"x" * 200 + b"\n"
+    status = client.hand_off(REQUEST, big, prog="sendmail", dead_letter=str(dead), environ=env)
+    assert status == os.EX_DATAERR
+    assert list((tmp_path / "offline").iterdir()) == []
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "too large for the offline drop" in line and line.endswith(f"message kept in {dead}")
+    assert b"x" * 200 in dead.read_bytes()
+
+
 def test_neither_service_nor_drop_is_78_naming_the_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
