@@ -655,7 +655,7 @@ def main() -> int:
 
 
 def wanted(scenario_id: str) -> bool:
-    return not ONLY or scenario_id in ONLY
+    return not ONLY or scenario_id.upper() in ONLY
 
 
 def run_all(bench: Bench) -> list[Row]:
