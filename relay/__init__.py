@@ -16,8 +16,6 @@ Names are imported lazily: importing `relay` costs nothing of `email`, `ssl` or 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from relay.errors import (
     AliasLoopError,
     CantCreateError,
@@ -42,8 +40,10 @@ from relay.errors import (
 # The one version source: pyproject.toml reads it (tool.setuptools.dynamic).
 __version__ = "0.1.0"
 
-
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from typing import Any
+
     from relay.aliases import Expanded, expand
     from relay.client import hand_off, needs_service
     from relay.config import Config, Mailhub, parse_hostport

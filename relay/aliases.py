@@ -17,10 +17,12 @@ Rules (s-nail's, except that a loop is refused: mail.rc(5) "DIFFERENCES FROM S-N
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
-
 from relay.errors import AliasLoopError, ConfigError, DataError
+from relay.records import Record
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
 
 #: Deeper nesting than this is refused even without a cycle (s-nail stops at 25).
 MAX_DEPTH = 25
@@ -28,14 +30,18 @@ MAX_DEPTH = 25
 #: in one message (RFC 5321 4.5.3.1.8 asks servers for 100 at least).
 MAX_ADDRESSES = 1000
 
-Lookup = Callable[[str], Sequence[str] | None]
+if TYPE_CHECKING:
+    Lookup = Callable[[str], Sequence[str] | None]
 
 
-class Expanded(NamedTuple):
+class Expanded(Record):
     """One final address and the chain of alias names that led to it (outermost first)."""
 
-    address: str
-    via: tuple[str, ...] = ()
+    __slots__ = ("address", "via")
+
+    def __init__(self, address: str, via: tuple[str, ...] = ()) -> None:
+        self.address = address
+        self.via = via
 
 
 def expand(names: Iterable[str], lookup: Lookup) -> list[Expanded]:
@@ -90,12 +96,20 @@ def expand(names: Iterable[str], lookup: Lookup) -> list[Expanded]:
     return out
 
 
-class AliasFile(NamedTuple):
+class AliasFile(Record):
     """The relay's aliases file: local name -> members, plus the optional `default:`."""
 
-    entries: dict[str, tuple[str, ...]]
-    default: tuple[str, ...] | None
-    path: str | None = None
+    __slots__ = ("default", "entries", "path")
+
+    def __init__(
+        self,
+        entries: dict[str, tuple[str, ...]],
+        default: tuple[str, ...] | None,
+        path: str | None = None,
+    ) -> None:
+        self.entries = entries
+        self.default = default
+        self.path = path
 
     def lookup(self, name: str) -> Sequence[str] | None:
         """Members of `name`, case-insensitively as /etc/aliases; None if it has no entry."""

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from relay.entry import print_version, run, say, stdin_was_closed, usage_on_error
 from relay.errors import InternalError, NoInputError, RelayError, UnavailableError, UsageError
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
     from relay.config import Config
     from relay.envelope import Identity
@@ -228,7 +228,7 @@ def _run(opts: Options) -> int:
         if value is not None
     }
     if overrides:
-        config = config._replace(**overrides)  # type: ignore[arg-type]
+        config = config.replace(**overrides)
     if opts.mode == "pretend":
         from relay.pretend import describe
 

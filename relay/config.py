@@ -16,76 +16,218 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
-from typing import NamedTuple
 
 from relay.errors import ConfigError
+from relay.records import ReadOnlyMapping, Record
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any
 
 DEFAULT_PATH = "/etc/ssmtp/ssmtp.conf"
 DEFAULT_BACKOFF = (60, 3600)
 DEFAULT_MAX_AGE = 5 * 24 * 3600
+_NOTHING: Mapping[str, Any] = ReadOnlyMapping({})
 
 
-class Mailhub(NamedTuple):
-    host: str
-    port: int
+class Mailhub(Record):
+    """Where to send: a host and a port (hashable: a value, used as a key)."""
+
+    __slots__ = ("host", "port")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+
+    # It was a NamedTuple: it still unpacks, and compares equal to the same tuple.
+    def __iter__(self) -> Iterator[str | int]:
+        return iter((self.host, self.port))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, tuple):
+            return (self.host, self.port) == other
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:  # type: ignore[override]  # a value: hashable again
+        return hash((self.host, self.port))
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
 
-class RevAlias(NamedTuple):
+class RevAlias(Record):
     """A revaliases line: the sender address for one local user, maybe their own mailhub."""
 
-    address: str
-    mailhub: Mailhub | None
-    line: int
+    __slots__ = ("address", "line", "mailhub")
+
+    def __init__(self, address: str, mailhub: Mailhub | None, line: int) -> None:
+        self.address = address
+        self.mailhub = mailhub
+        self.line = line
 
 
-class Config(NamedTuple):
-    """The relay's settings. A NamedTuple, not a dataclass: `dataclasses` imports
-    `inspect`, about a fifth of a small message's start-up (measured with `make bench`)."""
+class Config(Record):
+    """The relay's settings, a read-only value (build a changed copy with `replace`).
+
+    A `Record`, not a NamedTuple (needs `typing` at run time) nor a dataclass (imports
+    `inspect`): either costs every `sendmail` its start-up."""
+
+    # In the order of the constructor's arguments and of `sendmail -P`'s lines.
+    __slots__ = (  # noqa: RUF023
+        "path",
+        "mailhubs",
+        "root",
+        "rewrite_domain",
+        "hostname",
+        "use_tls",
+        "use_starttls",
+        "auth_user",
+        "auth_pass",
+        "auth_pass_file",
+        "auth_pass_command",
+        "auth_method",
+        "auth_over_plaintext",
+        "from_line_override",
+        "use_tls_cert",
+        "tls_cert",
+        "tls_key",
+        "tls_ca_file",
+        "tls_ca_dir",
+        "tls_verify",
+        "tls_fingerprint",
+        "aliases",
+        "timeout",
+        "queue",
+        "queue_dir",
+        "queue_max_age",
+        "queue_backoff",
+        "max_message_size",
+        "log_file",
+        "syslog",
+        "strict_permissions",
+        "revaliases",
+        "revaliases_path",
+        "sources",
+        "warnings",
+    )
 
     path: str
-    mailhubs: tuple[Mailhub, ...] = ()
-    root: str | None = None
-    rewrite_domain: str | None = None
-    hostname: str | None = None
-    use_tls: bool = False
-    use_starttls: bool = False
-    auth_user: str | None = None
-    auth_pass: str | None = None
-    auth_pass_file: str | None = None
-    auth_pass_command: str | None = None
-    auth_method: str | None = None
-    auth_over_plaintext: bool = False
-    from_line_override: bool = False
-    use_tls_cert: bool = False
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_ca_file: str | None = None
-    tls_ca_dir: str | None = None
-    tls_verify: bool = True
-    tls_fingerprint: str | None = None
-    aliases: str | None = None
-    timeout: float = 30.0
-    queue: str = "fallback"
-    queue_dir: str | None = None
-    queue_max_age: int = DEFAULT_MAX_AGE
-    queue_backoff: tuple[int, int] = DEFAULT_BACKOFF
+    mailhubs: tuple[Mailhub, ...]
+    root: str | None
+    rewrite_domain: str | None
+    hostname: str | None
+    use_tls: bool
+    use_starttls: bool
+    auth_user: str | None
+    auth_pass: str | None
+    auth_pass_file: str | None
+    auth_pass_command: str | None
+    auth_method: str | None
+    auth_over_plaintext: bool
+    from_line_override: bool
+    use_tls_cert: bool
+    tls_cert: str | None
+    tls_key: str | None
+    tls_ca_file: str | None
+    tls_ca_dir: str | None
+    tls_verify: bool
+    tls_fingerprint: str | None
+    aliases: str | None
+    timeout: float
+    queue: str
+    queue_dir: str | None
+    queue_max_age: int
+    queue_backoff: tuple[int, int]
     #: MaxMessageSize in octets; None: the mailhub's SIZE if it announces one, else none.
-    max_message_size: int | None = None
-    log_file: str | None = None
-    syslog: bool = False
+    max_message_size: int | None
+    log_file: str | None
+    syslog: bool
     #: A secret every local user can read is refused (78), not only warned about.
-    strict_permissions: bool = True
-    revaliases: Mapping[str, RevAlias] = MappingProxyType({})
-    revaliases_path: str | None = None
+    strict_permissions: bool
+    revaliases: Mapping[str, RevAlias]
+    revaliases_path: str | None
     #: key -> "path:line" where it was set, for `sendmail -P`.
-    sources: Mapping[str, str] = MappingProxyType({})
+    sources: Mapping[str, str]
     #: Non-fatal findings (unknown keys, readable secrets) to print once on stderr.
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...]
+
+    def __init__(
+        self,
+        path: str,
+        mailhubs: tuple[Mailhub, ...] = (),
+        root: str | None = None,
+        rewrite_domain: str | None = None,
+        hostname: str | None = None,
+        use_tls: bool = False,
+        use_starttls: bool = False,
+        auth_user: str | None = None,
+        auth_pass: str | None = None,
+        auth_pass_file: str | None = None,
+        auth_pass_command: str | None = None,
+        auth_method: str | None = None,
+        auth_over_plaintext: bool = False,
+        from_line_override: bool = False,
+        use_tls_cert: bool = False,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_ca_dir: str | None = None,
+        tls_verify: bool = True,
+        tls_fingerprint: str | None = None,
+        aliases: str | None = None,
+        timeout: float = 30.0,
+        queue: str = "fallback",
+        queue_dir: str | None = None,
+        queue_max_age: int = DEFAULT_MAX_AGE,
+        queue_backoff: tuple[int, int] = DEFAULT_BACKOFF,
+        max_message_size: int | None = None,
+        log_file: str | None = None,
+        syslog: bool = False,
+        strict_permissions: bool = True,
+        revaliases: Mapping[str, RevAlias] = _NOTHING,
+        revaliases_path: str | None = None,
+        sources: Mapping[str, str] = _NOTHING,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        self.path = path
+        self.mailhubs = mailhubs
+        self.root = root
+        self.rewrite_domain = rewrite_domain
+        self.hostname = hostname
+        self.use_tls = use_tls
+        self.use_starttls = use_starttls
+        self.auth_user = auth_user
+        self.auth_pass = auth_pass
+        self.auth_pass_file = auth_pass_file
+        self.auth_pass_command = auth_pass_command
+        self.auth_method = auth_method
+        self.auth_over_plaintext = auth_over_plaintext
+        self.from_line_override = from_line_override
+        self.use_tls_cert = use_tls_cert
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.tls_ca_file = tls_ca_file
+        self.tls_ca_dir = tls_ca_dir
+        self.tls_verify = tls_verify
+        self.tls_fingerprint = tls_fingerprint
+        self.aliases = aliases
+        self.timeout = timeout
+        self.queue = queue
+        self.queue_dir = queue_dir
+        self.queue_max_age = queue_max_age
+        self.queue_backoff = queue_backoff
+        self.max_message_size = max_message_size
+        self.log_file = log_file
+        self.syslog = syslog
+        self.strict_permissions = strict_permissions
+        self.revaliases = revaliases
+        self.revaliases_path = revaliases_path
+        self.sources = sources
+        self.warnings = warnings
+
+    #: The NamedTuple spelling, kept for callers of the public API.
+    _replace = Record.replace
 
     @property
     def secure(self) -> bool:
@@ -381,7 +523,7 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
 
 
 def _replace(config: Config, **changes: object) -> Config:
-    return config._replace(**changes)  # type: ignore[arg-type]
+    return config.replace(**changes)
 
 
 def _read(path: str) -> tuple[str, os.stat_result]:

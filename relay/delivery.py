@@ -21,16 +21,15 @@ retry over a new connection) are the caller's policy.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from relay import replies
 from relay.errors import RelayError, is_temporary
 from relay.interrupt import settle
-from relay.records import Record
+from relay.records import ReadOnlyMapping, Record
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from relay.envelope import Envelope
@@ -42,7 +41,7 @@ PARTIAL = "partial"
 TEMPORARY = "temporary"
 PERMANENT = "permanent"
 
-_NOTHING: Mapping[str, tuple[int, str]] = MappingProxyType({})
+_NOTHING: Mapping[str, tuple[int, str]] = ReadOnlyMapping({})
 
 
 class Verdict(Record):
@@ -139,7 +138,7 @@ def deliver(
     return Verdict(
         PARTIAL if outcome.refused else DELIVERED,
         accepted=tuple(outcome.accepted),
-        refused=MappingProxyType(dict(outcome.refused)) if outcome.refused else _NOTHING,
+        refused=ReadOnlyMapping(dict(outcome.refused)) if outcome.refused else _NOTHING,
         reply=outcome.reply,
         mailhub=hub,
     )

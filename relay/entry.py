@@ -22,13 +22,13 @@ around it, once, the same for every command:
   MAILX_RELAY_DEBUG=1 (never local variables: they may hold a password).
 
 This module is imported by every command's start-up: it imports nothing beyond `os`,
-`sys`, `contextlib` (all loaded by the interpreter's own start-up) and the error tree at
+`sys` (both loaded by the interpreter's own start-up; not `contextlib`, whose import
+brings `collections`, `functools` and `operator`) and the error tree at
 module level (see tests/relay/test_startup_imports.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -45,7 +45,7 @@ from relay.errors import (
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, TextIO
 
 #: The standard descriptors that were closed when this process started; None until
@@ -96,16 +96,28 @@ def _ladder(prog: str, main: Callable[[list[str]], int], args: list[str]) -> int
         return report(prog, InternalError(err))
 
 
-@contextlib.contextmanager
-def usage_on_error(usage: str) -> Iterator[None]:
+def usage_on_error(usage: str) -> _UsageOnError:
     """`with usage_on_error(USAGE): opts = parse_args(args)`: a UsageError raised inside
     is printed with the command's usage text after its line (unless it carries its own)."""
-    try:
-        yield
-    except UsageError as err:
-        if err.usage is None:
-            err.usage = usage
-        raise
+    return _UsageOnError(usage)
+
+
+class _UsageOnError:
+    """A plain context manager class: `contextlib` (and the `collections`, `functools`
+    and `operator` it imports) is not loaded on the short paths for this alone."""
+
+    __slots__ = ("usage",)
+
+    def __init__(self, usage: str) -> None:
+        self.usage = usage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, err: BaseException | None, trace: object) -> None:
+        if isinstance(err, UsageError) and err.usage is None:
+            err.usage = self.usage
+        # None: the error goes on, now with the usage text
 
 
 def print_version(prog: str) -> int:
@@ -226,8 +238,10 @@ def finish(status: int) -> int:
     read (`run` has already flushed stdout inside its ladder); it never changes `status`.
     """
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
+        try:  # noqa: SIM105 (not contextlib: see the module's imports)
             stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
     os._exit(status)
 
 
@@ -250,8 +264,10 @@ class _QuietStream:
             self.write(line)
 
     def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        try:  # noqa: SIM105 (not contextlib: see the module's imports)
             self.stream.flush()
+        except (OSError, ValueError):
+            pass
 
     def isatty(self) -> bool:
         try:

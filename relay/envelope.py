@@ -13,36 +13,48 @@ that is ssmtp's trap of sending mail for local users to strangers.
 
 from __future__ import annotations
 
+# `_socket`, not `socket`: gethostname is the C module's own, and `socket`'s import (its
+# IntEnum conversion of every AF_ and SOCK_ constant) costs every `sendmail` ~10 ms.
+import _socket
 import os
-import re
-import socket
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
 
 from relay.aliases import AliasFile, expand
 from relay.config import Config, Mailhub
 from relay.errors import DataError, NoUserError, RelayError
+from relay.plain import PLAIN_ADDRESS, PLAIN_NAME
 from relay.recipients import dedupe, dedupe_key, envelope_address
 from relay.records import Record
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import Any
 
 #: ssmtp's MAXSYSUID + 1: accounts below this are system accounts, mail for them goes to root=.
 FIRST_USER_UID = 1000
 
-# The common case, checked without the `email` package (whose import is a fifth of a
-# small message's run): an ASCII addr-spec of dot-atoms (RFC 5322 3.4.1), and a display
-# name of plain words. The email package reads and writes these unchanged; anything
-# else still goes through it.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
-PLAIN_NAME = re.compile(r"[A-Za-z0-9_'+-]+(?: [A-Za-z0-9_'+-]+)*")
 
+class Identity(Record):
+    """The invoking user, as the operating system knows them (a value, hashable)."""
 
-class Identity(NamedTuple):
-    """The invoking user, as the operating system knows them."""
+    __slots__ = ("full_name", "login", "uid")
 
-    login: str
-    uid: int
-    full_name: str | None
+    def __init__(self, login: str, uid: int, full_name: str | None) -> None:
+        self.login = login
+        self.uid = uid
+        self.full_name = full_name
+
+    # It was a NamedTuple: it still unpacks, and compares equal to the same tuple.
+    def __iter__(self) -> Iterator[str | int | None]:
+        return iter((self.login, self.uid, self.full_name))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, tuple):
+            return (self.login, self.uid, self.full_name) == other
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:  # type: ignore[override]  # a value: hashable again
+        return hash((self.login, self.uid, self.full_name))
 
 
 def current_identity() -> Identity:
@@ -140,7 +152,7 @@ def idna_address(address: str) -> str:
 
 def local_domains(config: Config) -> frozenset[str]:
     """The domains that mean "this host": localhost, `hostname=`, the kernel's host name."""
-    names = {"localhost", "localhost.localdomain", socket.gethostname().lower()}
+    names = {"localhost", "localhost.localdomain", _socket.gethostname().lower()}
     if config.hostname:
         names.add(config.hostname.lower())
     return frozenset(names)
@@ -149,21 +161,31 @@ def local_domains(config: Config) -> frozenset[str]:
 # --- sender -------------------------------------------------------------------------
 
 
-class Sender(NamedTuple):
+class Sender(Record):
     """The envelope sender and what to do with the From header."""
 
-    envelope: str
-    #: The From header to write: added when the message has none, or replacing the
-    #: message's own when `replace_from`. None: keep the message's From as it is.
-    from_header: str | None
-    replace_from: bool
-    mailhub: Mailhub | None
-    explanation: str
+    __slots__ = ("envelope", "explanation", "from_header", "mailhub", "replace_from")
+
+    def __init__(
+        self,
+        envelope: str,
+        from_header: str | None,
+        replace_from: bool,
+        mailhub: Mailhub | None,
+        explanation: str,
+    ) -> None:
+        self.envelope = envelope
+        #: The From header to write: added when the message has none, or replacing the
+        #: message's own when `replace_from`. None: keep the message's From as it is.
+        self.from_header = from_header
+        self.replace_from = replace_from
+        self.mailhub = mailhub
+        self.explanation = explanation
 
 
 def sender_domain(config: Config) -> str:
     """The domain of sender addresses: rewriteDomain, else hostname, else the host name."""
-    return config.rewrite_domain or config.hostname or socket.gethostname()
+    return config.rewrite_domain or config.hostname or _socket.gethostname()
 
 
 def qualify_sender(address: str, config: Config) -> str:
@@ -245,15 +267,19 @@ def resolve_sender(
 # --- recipients -------------------------------------------------------------------------
 
 
-class Resolved(NamedTuple):
+class Resolved(Record):
     """One recipient as given, the final addresses, and how they were reached (for -bv)."""
 
-    given: str
-    addresses: tuple[str, ...]
-    how: str
+    __slots__ = ("addresses", "given", "how")
+
+    def __init__(self, given: str, addresses: tuple[str, ...], how: str) -> None:
+        self.given = given
+        self.addresses = addresses
+        self.how = how
 
 
-GetPwNam = Callable[[str], Any]
+if TYPE_CHECKING:
+    GetPwNam = Callable[[str], Any]
 
 
 class Resolver:

@@ -19,13 +19,18 @@ Outside the main thread (the submission service's workers) signals cannot be cau
 
 from __future__ import annotations
 
-import signal
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal as _signal
     from types import FrameType
+else:
+    # `_signal`, the C module that `signal` wraps: the same `signal()` and the same
+    # numbers, as plain ints. `signal` itself converts every SIG* constant and handler
+    # into an IntEnum at import (it imports `enum`): ~5 ms of every `sendmail`, which
+    # installs its handlers on every delivery. `signal` is imported only for a name.
+    import _signal
 
-SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+SIGNALS = (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGINT)
 
 
 class Stopped(BaseException):
@@ -38,6 +43,8 @@ class Stopped(BaseException):
 
     @property
     def name(self) -> str:
+        import signal
+
         return signal.Signals(self.signal_number).name
 
 
@@ -98,7 +105,7 @@ class _GuardContext:
         _ACTIVE.append(self.guard)
         try:
             for number in SIGNALS:
-                self.guard.previous[number] = signal.signal(number, self.guard.handle)
+                self.guard.previous[number] = _signal.signal(number, self.guard.handle)
         except ValueError:  # not the main thread
             self._restore()
         return self.guard
@@ -109,5 +116,5 @@ class _GuardContext:
 
     def _restore(self) -> None:
         for number, previous in self.guard.previous.items():
-            signal.signal(number, previous)  # type: ignore[arg-type]
+            _signal.signal(number, previous)  # type: ignore[arg-type]
         self.guard.previous.clear()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from relay.config import Config
 from relay.records import Record
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from relay.errors import RelayError
     from relay.smtp import Outcome, Session
 

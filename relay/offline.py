@@ -24,10 +24,10 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import TYPE_CHECKING
 
 from relay.errors import CantCreateError, ConfigError, IOFailure
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
     from collections.abc import Mapping
 

@@ -9,7 +9,7 @@ _SKIP = {"path", "sources", "warnings", "revaliases"}
 
 def describe(config: Config) -> str:
     lines = [f"config file: {config.path}"]
-    for name in config._fields:
+    for name in config._fields():
         if name in _SKIP:
             continue
         value = getattr(config, name)

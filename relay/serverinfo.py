@@ -12,9 +12,6 @@ and QUIT, and the status stays 69 so that no script mistakes it for a working se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 from relay.config import Config
 from relay.smtp import (
     AUTH_PREFERENCE,
@@ -24,6 +21,11 @@ from relay.smtp import (
     fingerprint,
     open_session,
 )
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 
 def _name(parts: Iterable[Any]) -> str:
@@ -44,7 +46,7 @@ def describe(config: Config) -> str:
     try:
         session = open_session(config, login=False)
     except CertificateRejected as err:
-        probe = config._replace(tls_verify=False, tls_fingerprint=None)
+        probe = config.replace(tls_verify=False, tls_fingerprint=None)
         err.report = _report(probe, open_session(probe, login=False), untrusted=str(err))
         raise
     return _report(config, session)

@@ -28,11 +28,10 @@ still have been delivered: the error says so (the duplicate window of mailq(1)).
 
 from __future__ import annotations
 
+# Not `socket` (its import is ~10 ms of enum conversion): see relay/smtp_wire.py.
+import _socket
 import os
-import socket
 import sys
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
 
 from relay import replies, smtp_wire
 from relay.config import Config, Mailhub
@@ -48,9 +47,11 @@ from relay.errors import (
 )
 from relay.records import Record
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
     import ssl
-    from typing import Protocol
+    from collections.abc import Iterable, Sequence
+    from typing import Any, Protocol, TextIO
 
     class Streamed(Protocol):
         """A message in wire form too big to hold: `relay.message.StreamedWire`."""
@@ -238,7 +239,7 @@ class Session:
 
     def _open(self, login: bool) -> None:
         config, hub = self.config, self.hub
-        local_name = config.hostname or socket.gethostname()
+        local_name = config.hostname or _socket.gethostname()
         self.step = replies.CONNECT
         implicit = config.use_tls and not config.use_starttls
         context = tls_context(config) if implicit else None
@@ -583,9 +584,9 @@ def _classify(err: BaseException, step: str, hub: Mailhub) -> RelayError:
         smtp_wire.Disconnected | ConnectionResetError | BrokenPipeError | ConnectionAbortedError,
     ):
         return TempFailError(f"{hub} closed the connection {during}", step=step)
-    if isinstance(err, TimeoutError | socket.timeout):
+    if isinstance(err, TimeoutError):  # socket.timeout is TimeoutError
         return TempFailError(f"{hub} timed out {during}", step=step)
-    if isinstance(err, socket.gaierror):
+    if isinstance(err, _socket.gaierror):  # socket.gaierror is this class
         return TempFailError(f"cannot resolve {hub.host}: {err.strerror}", step=step)
     if isinstance(err, OSError):
         reason = err.strerror or str(err)

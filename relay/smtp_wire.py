@@ -2,9 +2,10 @@
 
 What `smtplib` does for the relay, at a fraction of its start-up cost (smtplib imports
 `ssl`, `hmac`, `email.utils`, `email.message` and `email.generator` at module level: about
-half of a small message's whole run). `socket` is the only import; `ssl` comes when TLS
-is used, `base64` and `hmac` when AUTH is. Policy (which TLS mode, which AUTH method, how
-a failure is classified) stays in `relay.smtp`; this module only speaks the protocol.
+half of a small message's whole run). `_socket` is the only import (see `connect_tcp`);
+`socket` and `ssl` come when TLS is used, `base64` and `hmac` when AUTH is. Policy
+(which TLS mode, which AUTH method, how a failure is classified) stays in `relay.smtp`;
+this module only speaks the protocol.
 
 - Replies (RFC 5321 4.2): multiline replies joined with LF, text stripped, lines of at
   most 8192 octets; a reply whose code is not three digits raises `MalformedReply`.
@@ -28,13 +29,19 @@ a failure is classified) stays in `relay.smtp`; this module only speaks the prot
 
 from __future__ import annotations
 
-import socket
+# `_socket`, the C module that `socket` wraps, not `socket` itself: importing `socket`
+# converts every AF_, SOCK_, MSG_ constant into an IntEnum (it imports `enum`, `selectors`
+# and more), about 10 ms of every `sendmail` on plain SMTP; the C module costs nothing.
+# `connect_tcp` is `socket.create_connection` over it; `socket` is imported only to hand
+# `ssl` the socket.socket that it wraps (`_for_tls`).
+import _socket
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    import socket
     import ssl
+    from collections.abc import Iterable, Sequence
     from typing import Protocol
 
     class Observer(Protocol):
@@ -82,6 +89,42 @@ def dot_stuff(data: bytes) -> bytes:
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
+def connect_tcp(host: str | bytes, port: int, timeout: float) -> _socket.socket:
+    """`socket.create_connection((host, port), timeout)` over `_socket` (module doc): each
+    address getaddrinfo gives, in order, until one connects; a failed socket is closed;
+    the last failure is raised (`TimeoutError`, `ConnectionRefusedError`, ...), or the
+    `_socket.gaierror` (socket.gaierror is the same class) when the name does not resolve."""
+    failure: OSError | None = None
+    for family, kind, proto, _name, address in _socket.getaddrinfo(
+        host, port, 0, _socket.SOCK_STREAM
+    ):
+        sock = None
+        try:
+            sock = _socket.socket(family, kind, proto)
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as err:
+            failure = err
+            if sock is not None:
+                sock.close()
+    if failure is not None:
+        raise failure
+    raise OSError("getaddrinfo returns an empty list")
+
+
+def _for_tls(sock: _socket.socket) -> socket.socket:
+    """The same connection as a `socket.socket`, which `ssl` wraps (it detaches `sock`)."""
+    import socket
+
+    if isinstance(sock, socket.socket):
+        return sock
+    timeout = sock.gettimeout()
+    full = socket.socket(sock.family, sock.type, sock.proto, sock.detach())
+    full.settimeout(timeout)
+    return full
+
+
 class Client:
     """One SMTP connection. Methods return `(code, text)` replies; see the module doc."""
 
@@ -91,7 +134,8 @@ class Client:
         self.local_hostname = local_hostname
         self.timeout = timeout
         self.observer = observer
-        self.sock: socket.socket | None = None
+        #: A bare `_socket.socket` on plain SMTP, an `ssl.SSLSocket` once TLS is up.
+        self.sock: _socket.socket | None = None
         self.esmtp_features: dict[str, str] = {}
         self.does_esmtp = False
         self._buf = bytearray()
@@ -104,11 +148,11 @@ class Client:
         """Connect (implicit TLS when `context` is given) and read the greeting."""
         # An ASCII name as bytes: a str would make getaddrinfo load the idna codec.
         address = host.encode("ascii") if host.isascii() else host
-        sock = socket.create_connection((address, port), self.timeout)  # type: ignore[arg-type]
+        sock = connect_tcp(address, port, self.timeout)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=host)
+                sock = context.wrap_socket(_for_tls(sock), server_hostname=host)
         except BaseException:
             sock.close()
             raise
@@ -239,7 +283,7 @@ class Client:
         assert self.sock is not None
         # RFC 3207 4.2 (and CVE-2011-0411): nothing the server sent before TLS counts.
         self._buf.clear()
-        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        self.sock = context.wrap_socket(_for_tls(self.sock), server_hostname=server_hostname)
         self.esmtp_features = {}
         self.does_esmtp = False
         return code, message

@@ -20,19 +20,18 @@ delivered or durably queued (`relay.queue` commits before it returns).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from types import MappingProxyType
-from typing import TYPE_CHECKING, TextIO
-
 from relay import deadletter
 from relay.config import Config, Mailhub
 from relay.envelope import Envelope, Identity, Resolver, Sender, current_identity, split_address
 from relay.errors import NoUserError, RelayError, TempFailError, UsageError, is_temporary
 from relay.message import Fixups, Message, Spooled
-from relay.records import Record
+from relay.records import ReadOnlyMapping, Record
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
     from email.message import EmailMessage
+    from typing import TextIO
 
     from relay.delivery import Verdict
     from relay.interrupt import Stopped
@@ -70,7 +69,7 @@ class Prepared(Record):
         return found[0] if found else None
 
 
-_NO_REFUSALS: Mapping[str, str] = MappingProxyType({})
+_NO_REFUSALS: Mapping[str, str] = ReadOnlyMapping({})
 
 
 class Result(Record):
@@ -254,7 +253,7 @@ def _delivered(prepared: Prepared, verdict: Verdict) -> Result:
         message_id=prepared.message_id,
         mailhub=verdict.mailhub,
         reply=verdict.reply,
-        refused=MappingProxyType({r: reply for r, (_code, reply) in verdict.refused.items()}),
+        refused=ReadOnlyMapping({r: reply for r, (_code, reply) in verdict.refused.items()}),
     )
 
 

@@ -42,8 +42,9 @@ SITE = [p for p in site.getsitepackages() if os.path.isdir(p)]
 
 #: The package itself on the shortest paths (sendmail -V, usage errors).
 _RELAY_CORE = {"relay", "relay.cli", "relay.entry", "relay.errors"}
-#: The diet's first target: `typing` at run time (relay/__init__.py, relay/cli.py, the
-#: NamedTuples of relay.config, relay.aliases, relay.envelope) and what it drags in.
+#: The diet's first target: `typing` at run time and what it drags in. Out of the relay's
+#: own paths (VERSION, USAGE, SEND, HAND_OFF); still on the paths through relay.mailq,
+#: relay.queue and mailx, which list it below.
 _TYPING = {
     "typing",  # diet
     "_typing",  # diet
@@ -83,10 +84,10 @@ _SITE = {
     "__future__",
 }
 
-VERSION = _RELAY_CORE | _TYPING | _SITE
+VERSION = _RELAY_CORE | _SITE
 USAGE = VERSION
 MAILQ_EMPTY = (
-    VERSION - {"relay.cli"}
+    (_RELAY_CORE | _TYPING | _SITE) - {"relay.cli"}
     | {"relay.mailq", "relay.config", "relay.queue", "relay.records", "relay.replies"}
     | {"errno"}
     | {"json", "json.decoder", "json.encoder", "json.scanner", "_json"}  # diet (relay.queue:45)
@@ -101,6 +102,7 @@ SEND = VERSION | {
     "relay.interrupt",
     "relay.log",
     "relay.message",
+    "relay.plain",
     "relay.recipients",
     "relay.records",
     "relay.replies",
@@ -109,39 +111,54 @@ SEND = VERSION | {
     "relay.submission",
     "errno",
     "pwd",
-    "signal",
+    "_signal",  # not `signal` (its enum conversion): relay/interrupt.py
     "time",
+    "_socket",  # not `socket` (its enum conversion): relay/smtp_wire.py
+}
+#: `socket` and what it brings: off the relay's send path (the C module under it is used
+#: directly), still on the paths that import it for other reasons.
+_SOCKET = {
     "socket",
-    "_socket",
     "selectors",
     "select",
     "math",  # socket's (selectors)
     "array",  # socket's
 }
 HAND_OFF = VERSION | {
-    "relay.aliases",
     "relay.client",
     "relay.config",
-    "relay.envelope",
     "relay.handoff",
     "relay.message",
-    "relay.recipients",
+    "relay.plain",
     "relay.records",
     "errno",
-    "json",  # the request line (relay.handoff:24)
+    "json",  # the request line (relay.handoff) and the service's answer (relay.client)
     "json.decoder",
     "json.encoder",
     "json.scanner",
     "_json",
-    "socket",
-    "_socket",
-    "selectors",
-    "select",
-    "math",
-    "array",
+    "re",  # json's
+    "re._casefix",
+    "re._compiler",
+    "re._constants",
+    "re._parser",
+    "_sre",
+    "copyreg",  # re's
+    "enum",  # re's
+    "functools",  # re's, enum's
+    "_functools",
+    "collections",  # functools'
+    "_collections",
+    "itertools",
+    "keyword",
+    "operator",
+    "_operator",
+    "reprlib",
+    "types",  # enum's, functools'
+    "_socket",  # not `socket` (its enum conversion): relay/client.py
     "time",
 }
-MAIL_ALIAS = SEND - {"relay.cli", "relay.credentials"} | {
+MAIL_ALIAS = (SEND | _TYPING | _SOCKET) - {"relay.cli", "relay.credentials"} | {
     "mailx",
     "mailx.account",
     "mailx.cli",
