@@ -140,3 +140,88 @@ def test_a_socket_for_tls_is_the_same_connection() -> None:
             peer.close()
         finally:
             full.close()
+
+
+# -- the streamed body: scan and wire form, against the straightforward versions -------------
+
+
+def _old_scan_body(blocks: list[bytes]) -> tuple[bool, bool, int]:
+    """relay.message.scan_body as it was: three counts per piece."""
+    unsafe = eight_bit = False
+    carry = b""
+    size = bare_lf = 0
+    for block in blocks:
+        size += len(block)
+        if not eight_bit and not block.isascii():
+            eight_bit = True
+        if unsafe:
+            continue
+        data = carry + block
+        cut = data.rfind(b"\n") + 1
+        whole, carry = data[:cut], data[cut:]
+        crlf = whole.count(b"\r\n")
+        bare_lf += whole.count(b"\n") - crlf
+        unsafe = (
+            b"\0" in whole
+            or whole.count(b"\r") != crlf
+            or len(carry) > message.MAX_LINE + 1
+            or any(len(line.removesuffix(b"\r")) > message.MAX_LINE for line in whole.split(b"\n"))
+        )
+    if carry:
+        size += 2
+        unsafe = unsafe or b"\0" in carry or b"\r" in carry or len(carry) > message.MAX_LINE
+    return unsafe, eight_bit, size + bare_lf
+
+
+def _old_chunks(body: bytes) -> bytes:
+    """The wire form StreamedWire gave: CRLF for every line end, CRLF added at the end."""
+    whole = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return whole if not whole or whole.endswith(b"\r\n") else whole + b"\r\n"
+
+
+pieces = st.one_of(
+    st.sampled_from([b"\n", b"\r\n", b"\r", b"\0", b".", b"\xe9", b"\n.", b"From "]),
+    st.integers(0, 1100).map(lambda n: b"x" * n),
+    st.sampled_from([997, 998, 999, 1000]).map(lambda n: b"y" * n + b"\n"),
+    st.sampled_from([997, 998, 999, 1000]).map(lambda n: b"y" * n + b"\r\n"),
+)
+bodies = st.lists(pieces, max_size=30).map(b"".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(bodies, st.sampled_from([1, 2, 3, 7, 64, 997, 999, 1000, 1 << 18]))
+@example(b"a\r", 2)
+@example(b"a\r\nb\n", 2)
+@example(b"x" * 999 + b"\r\n", 999)
+@example(b"x" * 999 + b"\r\n", 1000)
+@example(b"x" * 1000 + b"\n", 7)
+def test_scan_body_is_the_straightforward_one(body: bytes, size: int) -> None:
+    blocks = [body[at : at + size] for at in range(0, len(body), size)]
+    scan = message.scan_body(blocks)
+    assert (scan.unsafe, scan.eight_bit, scan.wire_size) == _old_scan_body(blocks)
+    if not scan.unsafe:
+        assert scan.has_cr == (b"\r" in body)
+
+
+@settings(max_examples=500, deadline=None)
+@given(bodies, st.sampled_from([1, 2, 3, 7, 64, 1000, 1 << 18]))
+@example(b"a\r\nb\nc", 1)
+@example(b".\n.\r\n..", 2)
+def test_streamed_wire_is_the_straightforward_one(body: bytes, size: int) -> None:
+    head = b"Subject: s\n\n"
+    spool = message.Spooled()
+    try:
+        spool.write(head + body)
+        msg = message.Message([[b"Subject: s"]])
+        msg.spool, msg.body_offset = spool, len(head)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(message, "CHUNK", size)
+            scan = message.scan_body(spool.blocks(len(head)))
+            if scan.unsafe:
+                return  # re-encoded through the email package, not streamed
+            streamed = message.StreamedWire(msg, scan)
+            out = b"".join(streamed.chunks())
+        assert out == b"Subject: s\r\n\r\n" + _old_chunks(body)
+        assert streamed.size == len(out)
+    finally:
+        spool.close()
