@@ -197,12 +197,12 @@ def _read_answer(sock: _socket.socket, path: str) -> bytes:
 
 
 def _parse_answer(answer: bytes, path: str) -> tuple[int, list[str], str]:
-    import json
+    from relay.wirejson import loads  # not `json`: see relay/wirejson.py
 
     if not answer:
         raise _lost(path, "it closed the connection without answering")
     try:
-        data = json.loads(answer)
+        data = loads(answer)
         status = data["status"]
         lines = data["lines"]
         transcript = data.get("transcript", "")

@@ -21,8 +21,6 @@ Imports are light (no `email`, `ssl`, `typing` at run time).
 
 from __future__ import annotations
 
-import json
-
 from relay.errors import DataError
 from relay.records import Record
 
@@ -103,7 +101,10 @@ def encode(request: Request) -> bytes:
         "claimed_uid": request.claimed_uid,
     }
     # ASCII with escapes: an argument may hold surrogate escapes of undecodable bytes.
-    line = MAGIC + json.dumps(data, separators=(",", ":")).encode("ascii") + b"\n"
+    # `wirejson`, not `json`: the sender's side should not import `re` for one line.
+    from relay.wirejson import dumps
+
+    line = MAGIC + dumps(data).encode("ascii") + b"\n"
     if len(line) > MAX_REQUEST_LINE:
         raise DataError(f"the request is too large ({len(line)} bytes; at most {MAX_REQUEST_LINE})")
     return line
@@ -115,6 +116,8 @@ def decode(line: bytes) -> Request:
         raise DataError(f"request line too long ({len(line)} bytes; at most {MAX_REQUEST_LINE})")
     if not line.startswith(MAGIC):
         raise DataError("not a mailx-relay request (bad magic or version)")
+    import json  # the receiving side (the service, the pickup): a long-lived process
+
     try:
         data = json.loads(line[len(MAGIC) :].decode("ascii"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # `[[[[...`: too deep

@@ -131,30 +131,9 @@ HAND_OFF = VERSION | {
     "relay.message",
     "relay.plain",
     "relay.records",
+    "relay.wirejson",  # the request line and the service's answer, without `json`
     "errno",
-    "json",  # the request line (relay.handoff) and the service's answer (relay.client)
-    "json.decoder",
-    "json.encoder",
-    "json.scanner",
-    "_json",
-    "re",  # json's
-    "re._casefix",
-    "re._compiler",
-    "re._constants",
-    "re._parser",
-    "_sre",
-    "copyreg",  # re's
-    "enum",  # re's
-    "functools",  # re's, enum's
-    "_functools",
-    "collections",  # functools'
-    "_collections",
-    "itertools",
-    "keyword",
-    "operator",
-    "_operator",
-    "reprlib",
-    "types",  # enum's, functools'
+    "_json",  # json's C part (relay/wirejson.py)
     "_socket",  # not `socket` (its enum conversion): relay/client.py
     "time",
 }
