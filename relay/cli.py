@@ -332,11 +332,15 @@ def _send(opts: Options, config: Config) -> int:
 
 
 def _submit(opts: Options, config: Config, raw: bytes | Spooled, identity: Identity) -> int:
-    from relay import credentials, submission
+    from relay import submission
     from relay.envelope import Envelope
 
+    password = None
     try:
-        password = credentials.resolve(config, opts.auth_pass) if config.auth_user else None
+        if config.auth_user:  # relay.credentials only for a login
+            from relay import credentials
+
+            password = credentials.resolve(config, opts.auth_pass)
     except RelayError as err:
         submission.keep(err, raw, identity, config, None)
         raise

@@ -103,7 +103,6 @@ def deliver(
     """Send `message` to the resolved `envelope` over the open `session`; never raises a
     `RelayError` (the verdict carries it). The session stays open unless the server
     closed it: `session.client is None` then, and the caller opens a new one."""
-    from relay.log import attempt_for
     from relay.message import wire
 
     if message_id is None:
@@ -113,6 +112,10 @@ def deliver(
     hub = str(session.hub)
 
     def log(**result: Any) -> None:
+        if not session.config.log_file and not session.config.syslog:
+            return  # no log configured (the common case): relay.log is not even imported
+        from relay.log import attempt_for
+
         attempt_for(
             session.config,
             session=session,

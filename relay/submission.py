@@ -20,7 +20,6 @@ delivered or durably queued (`relay.queue` commits before it returns).
 
 from __future__ import annotations
 
-from relay import deadletter
 from relay.config import Config, Mailhub
 from relay.envelope import Envelope, Identity, Resolver, Sender, current_identity, split_address
 from relay.errors import NoUserError, RelayError, TempFailError, UsageError, is_temporary
@@ -452,6 +451,8 @@ def enqueue(
     settle()  # a signal during the commit would report a queued message as failed
 
     now = time.time()
+    from relay.deadletter import default_path as default_dead_letter
+
     wanted = envelope or prepared.envelope
     hub = prepared.sender.mailhub
     blame = failure is not None and queue.blames_message(failure)
@@ -463,7 +464,7 @@ def enqueue(
                 recipients=wanted.recipients,
                 message_id=prepared.message_id,
                 mailhub=hostport(hub) if hub else None,
-                dead_letter=dead_letter or deadletter.default_path(),
+                dead_letter=dead_letter or default_dead_letter(),
                 attempts=1 if failure is not None else 0,
                 last_error=str(failure) if failure is not None else None,
                 next_try=now + (queue.backoff_delay(1, config.queue_backoff) if blame else 0),
@@ -495,6 +496,7 @@ def keep(
     err: RelayError, raw: bytes | Spooled, who: Identity, config: Config, path: str | None
 ) -> None:
     """Append the original message to dead.letter and record where on the error."""
+    from relay import deadletter
     from relay.envelope import default_sender_address
 
     sender, _why = default_sender_address(config, who)

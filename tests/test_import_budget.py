@@ -95,12 +95,9 @@ MAILQ_EMPTY = (
 SEND = VERSION | {
     "relay.aliases",
     "relay.config",
-    "relay.credentials",
-    "relay.deadletter",
     "relay.delivery",
     "relay.envelope",
     "relay.interrupt",
-    "relay.log",
     "relay.message",
     "relay.plain",
     "relay.recipients",
@@ -109,7 +106,6 @@ SEND = VERSION | {
     "relay.smtp",
     "relay.smtp_wire",
     "relay.submission",
-    "errno",
     "pwd",
     "_signal",  # not `signal` (its enum conversion): relay/interrupt.py
     "time",
@@ -137,7 +133,11 @@ HAND_OFF = VERSION | {
     "_socket",  # not `socket` (its enum conversion): relay/client.py
     "time",
 }
-MAIL_ALIAS = (SEND | _TYPING | _SOCKET) - {"relay.cli", "relay.credentials"} | {
+#: The relay's send path, as `mail` loaded it before the relay's cuts (mailx's own
+#: imports still bring these); the entries that fell away with the relay's cuts: `signal`,
+#: `relay.log` (only with a LogFile or syslog configured); relay.plain came in.
+_MAIL_RELAY = SEND | _TYPING | _SOCKET | {"relay.deadletter", "errno"}
+MAIL_ALIAS = _MAIL_RELAY - {"relay.cli", "relay.credentials"} | {
     "mailx",
     "mailx.account",
     "mailx.cli",
