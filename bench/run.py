@@ -13,10 +13,15 @@ rebuilt when the sources change. `BENCH_CANDIDATE=dev` measures the development 
 (`.venv`, editable install: its import finder and its interpreter add start-up time).
 
 Environment: BENCH_N (rounds per scenario, default 11), BENCH_BIG_N (rounds for the
-20 MiB scenarios, default 5), BENCH_T5_COUNT (messages in the T5 queue, default 1000),
+20 MiB scenarios, default 15), BENCH_T5_COUNT (messages in the T5 queue, default 1000),
 BENCH_T5_N (T5 rounds, default 1), BENCH_ONLY (e.g. "T1,T6", or "growth" for the queue
 growth figures of bench/growth.py alone), BENCH_GROWTH (its queue sizes, default
-"1000,10000,100000"), INSTALL_PYTHON.
+"1000,10000,100000"), BENCH_RAW (a file to write every run's time to, JSON),
+INSTALL_PYTHON.
+
+Why 15 rounds for the 20 MiB scenarios: on the shared 2-CPU machine, three runs of 5
+rounds gave T6 ratios of 0.30, 0.34 and 0.36 x, three of 15 rounds 0.34, 0.31 and 0.32 x
+(T7 0.40-0.44 against 0.43-0.47); a round of T6 and T7 costs about 2 s.
 
 T3q is T3 against the immediate-ACK server: TLS and AUTH cost without the delayed-ACK
 wait that hides it, both clients verifying the server's certificate against the CA.
@@ -49,12 +54,15 @@ BUILD = HERE / "build"
 MIB = 1 << 20
 
 N = int(os.environ.get("BENCH_N", "11"))
-BIG_N = int(os.environ.get("BENCH_BIG_N", "5"))
+BIG_N = int(os.environ.get("BENCH_BIG_N", "15"))
 T5_COUNT = int(os.environ.get("BENCH_T5_COUNT", "1000"))
 T5_N = int(os.environ.get("BENCH_T5_N", "1"))
 BIG_MIB = int(os.environ.get("BENCH_BIG_MIB", "20"))
 ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}
 CANDIDATE = os.environ.get("BENCH_CANDIDATE", "installed")
+#: BENCH_RAW=FILE: every measured run (scenario, side, round, wall s) as JSON, for checks
+#: of the spread such as the per-round (paired) ratios.
+RAW = os.environ.get("BENCH_RAW", "")
 FORBIDDEN = ("email", "ssl", "smtplib", "typing", "re", "dataclasses")
 
 
@@ -680,6 +688,14 @@ def main() -> int:
     if any(mods for *_rest, mods in startup):
         missed.append("T8")
     print(f"targets missed: {', '.join(missed) if missed else 'none'}")
+    if RAW:
+        raw = {
+            row.scenario.id: {
+                side.name: [r.wall for r in side.runs] for side in (row.cand, row.base)
+            }
+            for row in rows
+        }
+        Path(RAW).write_text(json.dumps(raw, indent=1) + "\n")
     return 0
 
 
