@@ -195,6 +195,10 @@ fi
 "$ROOT$PREFIX/venv/bin/python" -I "$SRC/tools/entry_scripts.py" \
     --venv "$ROOT$PREFIX/venv" --final "$PREFIX/venv" --expect "$NAMES" >/dev/null \
     || die "could not write the commands' entry scripts into $ROOT$PREFIX/venv/bin"
+if [ -z "$ROOT" ]; then  # staged scripts name paths that do not exist yet
+    "$PREFIX/venv/bin/sendmail" -V >/dev/null \
+        || die "$PREFIX/venv/bin/sendmail -V failed: the entry scripts do not run"
+fi
 
 # ---------------------------------------------------------------- commands and man pages
 make_dirs "$PREFIX/bin"
