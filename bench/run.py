@@ -313,7 +313,7 @@ def ratio_at_most(limit: float) -> Callable[[Side, Side], tuple[bool, str]]:
         ratio = cand.median() / base.median()
         if ratio <= limit:
             return True, "met"
-        return False, f"missed: {ratio:.2f} x > {limit:g} x"
+        return False, f"missed: {ratio:.3f} x > {limit:g} x"  # 0.300 > 0.3, not 0.30 > 0.3
 
     return judge
 
