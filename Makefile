@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check relay mailx tests demo $(wildcard bench)
+	$(BIN)/ruff check relay mailx tests demo tools $(wildcard bench)
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict relay mailx
+	$(BIN)/mypy --strict relay mailx tools/entry_scripts.py
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q

@@ -3,9 +3,10 @@
 Run: `.venv/bin/python bench/importmap.py [BIN ...]` (default: the installed form that
 `make bench` builds in bench/build/venv/bin, then the development venv's .venv/bin). For
 each path it prints the median wall time of BENCH_N runs, the total import time and
-module count (`-X importtime`, through PYTHONPROFILEIMPORTTIME so that the console
-script's own imports are counted), and the modules sorted by self time. `--json FILE`
-also writes every module list, which is what docs/performance.md was written from.
+module count (`-X importtime` on the command line, after the #! line's own options, so
+that the entry script's imports are counted and `-I` cannot ignore it), and the modules
+sorted by self time. `--json FILE` also writes every module list, which is what
+docs/performance.md was written from.
 
 Paths: `sendmail` sending a small message (immediate-ACK server from bench/server.py),
 `sendmail -V`, a usage error, `mailq` on an empty queue, `echo body | mail -s subj alias`
@@ -24,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from run import importtime_argv
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -56,10 +59,15 @@ def measure(
         started = time.perf_counter()
         subprocess.run(argv, input=stdin, env=env, capture_output=True, check=False)
         walls.append(time.perf_counter() - started)
-    done = subprocess.run(
-        argv, input=stdin, env=dict(env, PYTHONPROFILEIMPORTTIME="1"), capture_output=True,
-        check=False,
-    )  # fmt: skip
+    # The command as its #! line runs it, plus -X importtime (the installed commands run
+    # `python -IS`: -I ignores PYTHONPROFILEIMPORTTIME). A bare interpreter as is.
+    at = 4 if argv[0] == "setpriv" else 0
+    timed = (
+        [argv[0], "-X", "importtime", *argv[1:]]
+        if argv[0].endswith("python")
+        else importtime_argv(argv, at)
+    )
+    done = subprocess.run(timed, input=stdin, env=env, capture_output=True, check=False)
     rows, total = imports(done.stderr.decode("utf-8", "replace"))
     return statistics.median(walls) * 1000, rows, total
 

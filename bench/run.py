@@ -13,10 +13,15 @@ rebuilt when the sources change. `BENCH_CANDIDATE=dev` measures the development 
 (`.venv`, editable install: its import finder and its interpreter add start-up time).
 
 Environment: BENCH_N (rounds per scenario, default 11), BENCH_BIG_N (rounds for the
-20 MiB scenarios, default 5), BENCH_T5_COUNT (messages in the T5 queue, default 1000),
+20 MiB scenarios, default 15), BENCH_T5_COUNT (messages in the T5 queue, default 1000),
 BENCH_T5_N (T5 rounds, default 1), BENCH_ONLY (e.g. "T1,T6", or "growth" for the queue
 growth figures of bench/growth.py alone), BENCH_GROWTH (its queue sizes, default
-"1000,10000,100000"), INSTALL_PYTHON.
+"1000,10000,100000"), BENCH_RAW (a file to write every run's time to, JSON),
+INSTALL_PYTHON.
+
+Why 15 rounds for the 20 MiB scenarios: on the shared 2-CPU machine, three runs of 5
+rounds gave T6 ratios of 0.30, 0.34 and 0.36 x, three of 15 rounds 0.34, 0.31 and 0.32 x
+(T7 0.40-0.44 against 0.43-0.47); a round of T6 and T7 costs about 2 s.
 
 T3q is T3 against the immediate-ACK server: TLS and AUTH cost without the delayed-ACK
 wait that hides it, both clients verifying the server's certificate against the CA.
@@ -49,13 +54,16 @@ BUILD = HERE / "build"
 MIB = 1 << 20
 
 N = int(os.environ.get("BENCH_N", "11"))
-BIG_N = int(os.environ.get("BENCH_BIG_N", "5"))
+BIG_N = int(os.environ.get("BENCH_BIG_N", "15"))
 T5_COUNT = int(os.environ.get("BENCH_T5_COUNT", "1000"))
 T5_N = int(os.environ.get("BENCH_T5_N", "1"))
 BIG_MIB = int(os.environ.get("BENCH_BIG_MIB", "20"))
 ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}
 CANDIDATE = os.environ.get("BENCH_CANDIDATE", "installed")
-FORBIDDEN = ("ssl", "_ssl", "smtplib", "email")
+#: BENCH_RAW=FILE: every measured run (scenario, side, round, wall s) as JSON, for checks
+#: of the spread such as the per-round (paired) ratios.
+RAW = os.environ.get("BENCH_RAW", "")
+FORBIDDEN = ("email", "ssl", "smtplib", "typing", "re", "dataclasses")
 
 
 def say(text: str) -> None:
@@ -87,15 +95,22 @@ def version_of(argv: Sequence[str]) -> str:
 
 def source_hash() -> str:
     digest = hashlib.sha256()
+    tools = [ROOT / "tools" / "install.sh", ROOT / "tools" / "entry_scripts.py"]
     for path in sorted(
-        [ROOT / "pyproject.toml", *ROOT.glob("relay/*.py"), *ROOT.glob("mailx/*.py")]
+        [ROOT / "pyproject.toml", *tools, *ROOT.glob("relay/*.py"), *ROOT.glob("mailx/*.py")]
     ):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
 
 
 def candidate_bin() -> Path:
-    """The directory of the candidate's commands (installed form unless BENCH_CANDIDATE=dev)."""
+    """The directory of the candidate's commands (installed form unless BENCH_CANDIDATE=dev).
+
+    The installed form is built by tools/install.sh itself, PREFIX=bench/build, touching
+    nothing outside it (SBIN and LINK_BIN empty, units and spool inside): the commands are
+    exactly what `make install` lays out, our own entry scripts (tools/entry_scripts.py)
+    included.
+    """
     if CANDIDATE == "dev":
         return ROOT / ".venv" / "bin"
     python = os.environ.get("INSTALL_PYTHON") or (
@@ -106,16 +121,37 @@ def candidate_bin() -> Path:
     wanted = source_hash() + " " + python
     if stamp.exists() and stamp.read_text() == wanted:
         return venv / "bin"
-    say(f"building the installed form: {python} -m venv {venv}; pip install .")
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", str(ROOT)],
-        check=True,
+    say(f"building the installed form: PREFIX={BUILD} INSTALL_PYTHON={python} tools/install.sh")
+    shutil.rmtree(BUILD, ignore_errors=True)
+    env = dict(
+        os.environ, PREFIX=str(BUILD), DESTDIR="", SBIN="", LINK_BIN="", INSTALL_PYTHON=python,
+        UNIT_DIR=str(BUILD / "units"), SPOOL_DIR=str(BUILD / "spool"), ALTERNATIVES="",
     )  # fmt: skip
+    done = subprocess.run(
+        ["sh", str(ROOT / "tools" / "install.sh")], env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"bench: tools/install.sh failed:\n{done.stdout}{done.stderr}")
     stamp.write_text(wanted)
     return venv / "bin"
+
+
+def importtime_argv(argv: Sequence[str], at: int = 0) -> list[str]:
+    """`argv` with the command `argv[at]` run with `-X importtime`, as its #! line runs it.
+
+    An installed command runs `python -IS`, and -I ignores PYTHONPROFILEIMPORTTIME: the
+    option goes on the command line, after the interpreter and the #! line's argument.
+    `at` skips a prefix such as `setpriv ...`.
+    """
+    script = Path(argv[at])
+    with open(script, "rb") as source:
+        first = source.readline()
+    if not first.startswith(b"#!") or first.startswith(b"#!/bin/sh"):
+        raise SystemExit(f"bench: {script} is not a Python script with a #! line")
+    interpreter, _, flags = first[2:].decode().strip().partition(" ")
+    command = [interpreter, *([flags] if flags else []), "-X", "importtime", str(script)]
+    return [*argv[:at], *command, *argv[at + 1 :]]
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -205,7 +241,8 @@ class Row:
     base: Side
     met: bool
     why: str
-    server_cpu: float = 0.0
+    #: The server's busiest share of one core during a run: (candidate, baseline).
+    server_cpu: tuple[float, float] = (0.0, 0.0)
 
 
 class Server:
@@ -259,16 +296,16 @@ def measure(scenario: Scenario, server: Server) -> Row:
     if scenario.warm_up:
         checked(None, scenario.candidate, cand.name)
         checked(None, scenario.baseline, base.name)
-    server_cpu = 0.0
+    server_cpu = {cand.name: 0.0, base.name: 0.0}
     for index in range(scenario.rounds):
         order = [(cand, scenario.candidate), (base, scenario.baseline)]
         for side, fn in order if index % 2 == 0 else reversed(order):
             cpu = checked(side, fn)
-            if side is cand:
-                server_cpu = max(server_cpu, cpu / max(side.runs[-1].wall, 1e-9))
+            share = cpu / max(side.runs[-1].wall, 1e-9)
+            server_cpu[side.name] = max(server_cpu[side.name], share)
     cand.peak_kib, base.peak_kib = rss[cand.name], rss[base.name]
     met, why = scenario.judge(cand, base)
-    return Row(scenario, cand, base, met, why, server_cpu)
+    return Row(scenario, cand, base, met, why, (server_cpu[cand.name], server_cpu[base.name]))
 
 
 def ratio_at_most(limit: float) -> Callable[[Side, Side], tuple[bool, str]]:
@@ -276,7 +313,7 @@ def ratio_at_most(limit: float) -> Callable[[Side, Side], tuple[bool, str]]:
         ratio = cand.median() / base.median()
         if ratio <= limit:
             return True, "met"
-        return False, f"missed: {ratio:.2f} x > {limit:g} x"
+        return False, f"missed: {ratio:.3f} x > {limit:g} x"  # 0.300 > 0.3, not 0.30 > 0.3
 
     return judge
 
@@ -555,9 +592,9 @@ class Bench:
 
 
 def imported(argv: Sequence[str], env: dict[str, str]) -> tuple[list[str], float]:
-    """Modules a command imports (PYTHONPROFILEIMPORTTIME) and their total import time."""
+    """Modules a command imports (`-X importtime`) and their total import time."""
     out = subprocess.run(
-        argv, env=dict(env, PYTHONPROFILEIMPORTTIME="1"), capture_output=True, text=True,
+        importtime_argv(argv), env=env, capture_output=True, text=True,
         stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
     names, total = [], 0
@@ -572,15 +609,16 @@ def imported(argv: Sequence[str], env: dict[str, str]) -> tuple[list[str], float
 
 
 def forbidden(names: Sequence[str]) -> list[str]:
-    return sorted(
-        {n for n in names if n in FORBIDDEN or n.startswith("email.") or n.startswith("ssl")}
-    )
+    """The FORBIDDEN packages among `names` (a submodule counts as its package)."""
+    return sorted({n.split(".")[0] for n in names if n.split(".")[0] in FORBIDDEN})
 
 
 # -- the table ------------------------------------------------------------------------------
 
+Startup = tuple[str, float, float, int, list[str]]  # path, wall s, import ms, modules, forbidden
 
-def table(rows: Sequence[Row], startup: list[tuple[str, float, float, list[str]]]) -> str:
+
+def table(rows: Sequence[Row], startup: Sequence[Startup]) -> str:
     head = (
         f"{'id':<3} {'scenario':<40} {'candidate ms':>22} {'baseline ms':>22} {'ratio':>6} "
         f"{'RSS MiB':>11} {'target':<30} verdict"
@@ -597,17 +635,13 @@ def table(rows: Sequence[Row], startup: list[tuple[str, float, float, list[str]]
             f"{sc.target:<30} {row.why}"
         )
     if startup:
-        bad = [(name, mods) for name, _w, _i, mods in startup if mods]
-        verdict = (
-            "met"
-            if not bad
-            else "missed: " + "; ".join(f"{name} imports {', '.join(mods)}" for name, mods in bad)
+        lines.append(f"{'T8':<3} start-up paths import none of {', '.join(FORBIDDEN)}")
+        lines.append(
+            f"{'':<3} {'path':<24} {'wall ms':>8} {'imports ms':>11} {'modules':>8}  verdict"
         )
-        detail = ", ".join(
-            f"{name} {fmt(wall)} (imports {ms:.1f})" for name, wall, ms, _ in startup
-        )
-        lines.append(f"{'T8':<3} {'start-up paths import no ssl/smtplib/email':<40} {detail}")
-        lines.append(f"{'':<3} {'':<40} verdict: {verdict}")
+        for name, wall, ms, count, mods in startup:
+            verdict = "met" if not mods else "missed: imports " + ", ".join(mods)
+            lines.append(f"{'':<3} {name:<24} {fmt(wall):>8} {ms:>11.1f} {count:>8}  {verdict}")
     return "\n".join(lines)
 
 
@@ -636,11 +670,14 @@ def main() -> int:
         "times are medians (min-max) of whole processes in ms; RSS is peak, candidate/baseline"
     )
     print(table(rows, startup))
-    worst = max((row.server_cpu for row in rows), default=0.0)
+    busiest = ", ".join(
+        f"{row.scenario.id} {row.server_cpu[0] * 100:.0f}/{row.server_cpu[1] * 100:.0f}"
+        for row in rows
+    )
     print(
         f"server: {int(stats['messages'])} messages, {int(stats['connections'])} connections, "
-        f"{stats['cpu']:.2f} s CPU in all; at most {worst * 100:.0f}% of one core during a "
-        "candidate run (never the bottleneck when well below 100%)"
+        f"{stats['cpu']:.2f} s CPU in all; its busiest share of one core during a run, "
+        f"candidate/baseline, in %: {busiest or '-'} (never the bottleneck when well below 100)"
     )
     if grown:
         print("growth (sendmail and --flush against the immediate-ACK server; ms, s, MiB):")
@@ -651,6 +688,14 @@ def main() -> int:
     if any(mods for *_rest, mods in startup):
         missed.append("T8")
     print(f"targets missed: {', '.join(missed) if missed else 'none'}")
+    if RAW:
+        raw = {
+            row.scenario.id: {
+                side.name: [r.wall for r in side.runs] for side in (row.cand, row.base)
+            }
+            for row in rows
+        }
+        Path(RAW).write_text(json.dumps(raw, indent=1) + "\n")
     return 0
 
 
@@ -660,34 +705,34 @@ def wanted(scenario_id: str) -> bool:
 
 def run_all(bench: Bench) -> list[Row]:
     scenarios = [
-        Scenario("T1", "sendmail, small message, plain SMTP", "<= 0.8 x msmtp",
+        Scenario("T1", "sendmail, small message, plain SMTP", "<= 0.6 x msmtp",
                  bench.sendmail("plain", bench.small), bench.msmtp("plain", bench.small),
-                 "msmtp", ratio_at_most(0.8)),
-        Scenario("T2", "same, server with immediate ACKs", "<= 5 x msmtp",
+                 "msmtp", ratio_at_most(0.6)),
+        Scenario("T2", "same, server with immediate ACKs", "<= 3.0 x msmtp",
                  bench.sendmail("quickack", bench.small), bench.msmtp("quickack", bench.small),
-                 "msmtp", ratio_at_most(5)),
-        Scenario("T3", "STARTTLS + AUTH, small message", "<= 1.0 x msmtp",
+                 "msmtp", ratio_at_most(3.0)),
+        Scenario("T3", "STARTTLS + AUTH, small message", "<= 0.6 x msmtp",
                  bench.sendmail("tls", bench.small), bench.msmtp("tls", bench.small),
-                 "msmtp", ratio_at_most(1.0)),
+                 "msmtp", ratio_at_most(0.6)),
         Scenario("T3q", "same, server with immediate ACKs", "<= 0.8 x msmtp",
                  bench.sendmail("quicktls", bench.small), bench.msmtp("quicktls", bench.small),
                  "msmtp", ratio_at_most(0.8)),
-        Scenario("T4", "mail -s x user (alias)", "<= 1.0 x s-nail | msmtp",
-                 bench.mail(), bench.snail(), "s-nail", ratio_at_most(1.0)),
-        Scenario("T6", f"sendmail, {BIG_MIB} MiB message", "<= 0.5 x msmtp, RSS <= 25 MiB",
+        Scenario("T4", "mail -s x user (alias)", "<= 0.7 x s-nail | msmtp",
+                 bench.mail(), bench.snail(), "s-nail", ratio_at_most(0.7)),
+        Scenario("T6", f"sendmail, {BIG_MIB} MiB message", "<= 0.3 x msmtp, RSS <= 20 MiB",
                  bench.sendmail("plain", bench.big), bench.msmtp("plain", bench.big),
-                 "msmtp", and_rss(ratio_at_most(0.5), 25), rounds=BIG_N),
-        Scenario("T7", f"mail -a {BIG_MIB} MiB file", "<= 1.0 x s-nail, RSS <= 80 MiB",
+                 "msmtp", and_rss(ratio_at_most(0.3), 20), rounds=BIG_N),
+        Scenario("T7", f"mail -a {BIG_MIB} MiB file", "<= 0.4 x s-nail, RSS <= 32 MiB",
                  bench.mail("-a", str(bench.attachment)),
                  bench.snail("-a", str(bench.attachment)),
-                 "s-nail", and_rss(ratio_at_most(1.0), 80), rounds=BIG_N),
+                 "s-nail", and_rss(ratio_at_most(0.4), 32), rounds=BIG_N),
     ]  # fmt: skip
     rows = [measure(s, bench.server) for s in scenarios if wanted(s.id)]
     if wanted("T5"):
         template = bench.fill_queue()
         t5 = Scenario(
-            "T5", f"flush {T5_COUNT} queued, STARTTLS + AUTH", ">= 20 x faster than msmtp",
-            bench.flush(template), bench.msmtp_many(), f"{T5_COUNT} x msmtp", faster_by(20),
+            "T5", f"flush {T5_COUNT} queued, STARTTLS + AUTH", ">= 100 x faster than msmtp",
+            bench.flush(template), bench.msmtp_many(), f"{T5_COUNT} x msmtp", faster_by(100),
             rounds=T5_N, messages=T5_COUNT, warm_up=False,
         )  # fmt: skip
         rows.append(measure(t5, bench.server))
@@ -718,7 +763,7 @@ def run_growth(bench: Bench) -> tuple[str, list[str]]:
     return growth.table(points), growth.verdicts(points)
 
 
-def run_startup(bench: Bench) -> list[tuple[str, float, float, list[str]]]:
+def run_startup(bench: Bench) -> list[Startup]:
     if not wanted("T8"):
         return []
     say("T8: start-up paths")
@@ -731,7 +776,7 @@ def run_startup(bench: Bench) -> list[tuple[str, float, float, list[str]]]:
                            check=False)  # fmt: skip
             walls.append(time.perf_counter() - started)
         names, import_s = imported(argv, env)
-        out.append((name, statistics.median(walls), import_s * 1000, forbidden(names)))
+        out.append((name, statistics.median(walls), import_s * 1000, len(names), forbidden(names)))
     return out
 
 

@@ -3,7 +3,9 @@
 #
 # What it changes, each step recorded in $PREFIX/install-state so that tools/uninstall.sh
 # undoes exactly that and nothing else:
-#   $PREFIX/venv          a virtual environment of the system python3 holding the package
+#   $PREFIX/venv          a virtual environment of the system python3 holding the package;
+#                         its commands are our own entry scripts (`python -I -S`, written by
+#                         tools/entry_scripts.py), not pip's console scripts
 #   $PREFIX/bin/NAME      symlinks to the venv's mail, mailx, mailq, mail-alias, sendmail
 #   $PREFIX/share/man     the man pages of man/
 #   $SBIN/sendmail        ours, through update-alternatives when it exists (mailq as its
@@ -185,6 +187,17 @@ if [ -n "$ROOT" ]; then
             sed -i "s|$ROOT$PREFIX|$PREFIX|g" "$script"
         fi
     done
+fi
+
+# Our own entry scripts in place of pip's console scripts (same names, same entry points,
+# read from the installed package): `#!python -IS`, site-packages put on sys.path by the
+# script, every module byte-compiled; why, in tools/entry_scripts.py and README, Install.
+"$ROOT$PREFIX/venv/bin/python" -I "$SRC/tools/entry_scripts.py" \
+    --venv "$ROOT$PREFIX/venv" --final "$PREFIX/venv" --expect "$NAMES" >/dev/null \
+    || die "could not write the commands' entry scripts into $ROOT$PREFIX/venv/bin"
+if [ -z "$ROOT" ]; then  # staged scripts name paths that do not exist yet
+    "$PREFIX/venv/bin/sendmail" -V >/dev/null \
+        || die "$PREFIX/venv/bin/sendmail -V failed: the entry scripts do not run"
 fi
 
 # ---------------------------------------------------------------- commands and man pages

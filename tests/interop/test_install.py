@@ -185,7 +185,7 @@ def test_install_deliver_uninstall_leaves_the_sandbox_as_it_was(
     # A venv of the system python, holding a real (not editable) install.
     assert (prefix / "venv/bin/python").resolve() == Path(python).resolve()
     script = (prefix / "venv/bin/sendmail").read_text()
-    assert script.startswith(f"#!{prefix}/venv/bin/python")
+    assert script.startswith(f"#!{prefix}/venv/bin/python -IS\n")  # tools/entry_scripts.py
     assert not list((prefix / "venv/lib").glob("python3*/site-packages/__editable__*"))
 
     # What an install must give: both commands deliver through a configured mailhub.
@@ -279,6 +279,11 @@ def test_package_owned_sendmail_is_diverted_and_upgrade_keeps_the_records(
     done = make("install", env, **where)  # again: an upgrade in place
     assert done.returncode == 0, done.stdout + done.stderr
     assert "upgrading" in done.stdout
+    # The venv was rebuilt: its commands are our entry scripts again, not pip's.
+    for name in ("sendmail", "mailq", "mail"):
+        script = (prefix / "venv/bin" / name).read_text()
+        assert script.startswith(f"#!{prefix}/venv/bin/python -IS\n"), name
+        assert "import re" not in script
     assert "already ours" in done.stdout
     assert (prefix / "install-state").read_text() == state
     assert os.readlink(sbin / "sendmail") == str(prefix / "bin/sendmail")
@@ -305,8 +310,20 @@ def test_destdir_stages_with_final_paths_and_touches_no_database(tmp_path: Path)
     assert done.returncode == 0, done.stdout + done.stderr
     prefix = stage / "opt/mailx-relay"
     script = (prefix / "venv/bin/sendmail").read_text()
-    assert script.startswith("#!/opt/mailx-relay/venv/bin/python\n")
+    # Our entry script (tools/entry_scripts.py), naming the final paths only.
+    assert script.startswith("#!/opt/mailx-relay/venv/bin/python -IS\n")
+    (site,) = prefix.glob("venv/lib/python3*/site-packages")
+    final_site = "/" + str(site.relative_to(stage))
+    assert f"sys.path.append({final_site!r})\n" in script
+    assert str(stage) not in script
     assert str(stage) not in (prefix / "venv/pyvenv.cfg").read_text()
+    # The byte-compiled modules were compiled again with the final paths inside (what a
+    # traceback shows); none names the staging directory.
+    compiled = list((site / "relay/__pycache__").glob("*.pyc"))
+    assert compiled
+    for pyc in compiled:
+        assert str(stage).encode() not in pyc.read_bytes(), pyc
+        assert f"{final_site}/relay/".encode() in pyc.read_bytes(), pyc
     assert os.readlink(stage / "usr/sbin/sendmail") == "/opt/mailx-relay/bin/sendmail"
     assert os.readlink(stage / "usr/sbin/mailq") == "/opt/mailx-relay/bin/mailq"
     assert os.readlink(prefix / "bin/mail") == "../venv/bin/mail"
