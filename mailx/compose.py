@@ -74,7 +74,6 @@ import re
 import stat
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from email.errors import MessageError
 from email.headerregistry import Address
@@ -93,6 +92,7 @@ from relay import (
     split_recipient_list,
     unquote,
 )
+from relay.records import Record
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -169,35 +169,84 @@ _B64_LINE = (POLICY.max_line_length or 78) // 4 * 3
 _B64_BLOCK = _B64_LINE * 1024
 
 
-@dataclass(frozen=True)
-class Draft:
+class Draft(Record):
     """What the user asked to send; `build` turns it into the message.
 
     Addresses are in header form ("My Name <someone@example.com>", or a bare local name
     such as "bob" in To, Cc and Bcc, which the relay resolves); an entry may hold several,
-    separated by commas. Bcc is never written to the headers.
+    separated by commas. Bcc is never written to the headers. A record (`replace` makes
+    a changed copy), not a dataclass: `dataclasses` imports `inspect` at every `mail`.
     """
 
+    __slots__ = (
+        "attachments",
+        "bcc",
+        "body",
+        "cc",
+        "custom_headers",
+        "from_",
+        "hostname",
+        "input_charset",
+        "reply_to",
+        "sendcharsets",
+        "sender",
+        "subject",
+        "to",
+        "user_agent",
+    )
+
     to: Sequence[str]
-    cc: Sequence[str] = ()
-    bcc: Sequence[str] = ()
-    subject: str | None = None
+    cc: Sequence[str]
+    bcc: Sequence[str]
+    subject: str | None
     #: Raw bytes as read from stdin: any encoding, NUL, lone CR, long lines, no final LF.
-    body: bytes = b""
+    body: bytes
     #: File paths for `-a`.
-    attachments: Sequence[str] = ()
+    attachments: Sequence[str]
     #: From header; None: no From unless `hostname` is set (the relay adds it otherwise).
-    from_: str | None = None
-    sender: str | None = None
-    reply_to: Sequence[str] = ()
+    from_: str | None
+    sender: str | None
+    reply_to: Sequence[str]
     #: "Name: value" strings from `-C`, `customhdr` or `-t`.
-    custom_headers: Sequence[str] = ()
-    hostname: str | None = None
-    sendcharsets: Sequence[str] = ("utf-8",)
+    custom_headers: Sequence[str]
+    hostname: str | None
+    sendcharsets: Sequence[str]
     #: The charset the body bytes are in (s-nail's `ttycharset`).
-    input_charset: str = "utf-8"
+    input_charset: str
     #: None: `default_user_agent()`; "": no User-Agent header.
-    user_agent: str | None = None
+    user_agent: str | None
+
+    def __init__(
+        self,
+        to: Sequence[str],
+        cc: Sequence[str] = (),
+        bcc: Sequence[str] = (),
+        subject: str | None = None,
+        body: bytes = b"",
+        attachments: Sequence[str] = (),
+        from_: str | None = None,
+        sender: str | None = None,
+        reply_to: Sequence[str] = (),
+        custom_headers: Sequence[str] = (),
+        hostname: str | None = None,
+        sendcharsets: Sequence[str] = ("utf-8",),
+        input_charset: str = "utf-8",
+        user_agent: str | None = None,
+    ) -> None:
+        self.to = to
+        self.cc = cc
+        self.bcc = bcc
+        self.subject = subject
+        self.body = body
+        self.attachments = attachments
+        self.from_ = from_
+        self.sender = sender
+        self.reply_to = reply_to
+        self.custom_headers = custom_headers
+        self.hostname = hostname
+        self.sendcharsets = sendcharsets
+        self.input_charset = input_charset
+        self.user_agent = user_agent
 
 
 def build(draft: Draft, *, now: datetime | None = None, login: str | None = None) -> EmailMessage:

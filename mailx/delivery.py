@@ -81,11 +81,9 @@ class Keeper:
 def draft_text(draft: Draft, now: datetime | None = None) -> bytes:
     """What dead.letter keeps of a draft: its subject and body (the recipients are what
     failed, the custom headers may be what failed)."""
-    from dataclasses import replace
-
     from mailx import compose
 
-    bare = replace(draft, to=(), cc=(), bcc=(), custom_headers=(), attachments=(), from_=None)
+    bare = draft.replace(to=(), cc=(), bcc=(), custom_headers=(), attachments=(), from_=None)
     try:
         return bytes(compose.build(bare, now=now))
     except Exception:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from relay import (
     DataError,
@@ -48,6 +47,7 @@ from relay import (
 from relay import (
     Recipient as Recipient,  # re-exported: mail's recipient is relay's model
 )
+from relay.records import Record
 
 # s-nail's command table in lookup order (`s-nail -X list`, v14.9.24). An abbreviation
 # means the first command it is a prefix of, so the order matters: `a` is alias, `g`
@@ -131,35 +131,63 @@ SYSTEM_RC = "/etc/mail.rc"
 # --- the parse tree -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Diagnostic:
+class _Value(Record):
+    """A record that is a value: hashable, as the frozen dataclasses these were. (Plain
+    `__slots__` classes, not dataclasses: `dataclasses` imports `inspect` and generates
+    code for each class at import, a good part of every `mail`'s start-up.)"""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(getattr(self, name) for name in self._fields()))
+
+
+class Diagnostic(_Value):
     """A problem found while reading a mail.rc: `path:line: message`."""
+
+    __slots__ = ("line", "message", "path", "severity")
 
     path: str
     line: int | None
     message: str
     #: "error", or "warning" for what s-nail reports but cannot change the outcome.
-    severity: str = "error"
+    severity: str
+
+    def __init__(self, path: str, line: int | None, message: str, severity: str = "error") -> None:
+        self.path = path
+        self.line = line
+        self.message = message
+        self.severity = severity
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
         return f"{where}: {self.message}"
 
 
-@dataclass(frozen=True)
-class Var:
+class Var(_Value):
     """A `$name` or `${name}` reference inside a word, expanded when the command runs."""
+
+    __slots__ = ("name",)
 
     name: str
 
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-@dataclass(frozen=True)
-class Word:
+
+class Word(_Value):
     """One argument after quote removal; `start`/`end` are offsets of its source text."""
+
+    __slots__ = ("end", "pieces", "start")
 
     pieces: tuple[str | Var, ...]
     start: int
     end: int
+
+    def __init__(self, pieces: tuple[str | Var, ...], start: int, end: int) -> None:
+        self.pieces = pieces
+        self.start = start
+        self.end = end
 
     @property
     def literal(self) -> str:
@@ -171,21 +199,30 @@ class Word:
         return "".join(p if isinstance(p, str) else lookup(p.name) for p in self.pieces)
 
 
-@dataclass(frozen=True)
-class LogicalLine:
+class LogicalLine(_Value):
     """Physical lines joined by continuations; offsets span them with their line ends."""
+
+    __slots__ = ("dangling", "end", "first", "last", "start")
 
     start: int
     end: int
     first: int
     last: int
     #: The last physical line ends in a continuation `\\` with nothing left to join.
-    dangling: bool = False
+    dangling: bool
+
+    def __init__(self, start: int, end: int, first: int, last: int, dangling: bool = False) -> None:
+        self.start = start
+        self.end = end
+        self.first = first
+        self.last = last
+        self.dangling = dangling
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(_Value):
     """One command: `kind` is what this module does with it (`alias`, `set`, `skip`...)."""
+
+    __slots__ = ("command", "end", "error", "kind", "line", "logical", "start", "words")
 
     kind: str
     command: str
@@ -194,18 +231,53 @@ class Statement:
     end: int
     line: int
     logical: int
-    error: str | None = None
+    error: str | None
+
+    def __init__(
+        self,
+        kind: str,
+        command: str,
+        words: tuple[Word, ...],
+        start: int,
+        end: int,
+        line: int,
+        logical: int,
+        error: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.command = command
+        self.words = words
+        self.start = start
+        self.end = end
+        self.line = line
+        self.logical = logical
+        self.error = error
 
 
-@dataclass(frozen=True)
-class RcFile:
+class RcFile(_Value):
     """A parsed mail.rc: its text, logical lines, statements and syntax diagnostics."""
+
+    __slots__ = ("diagnostics", "lines", "path", "statements", "text")
 
     path: str
     text: str
     lines: tuple[LogicalLine, ...]
     statements: tuple[Statement, ...]
     diagnostics: tuple[Diagnostic, ...]
+
+    def __init__(
+        self,
+        path: str,
+        text: str,
+        lines: tuple[LogicalLine, ...],
+        statements: tuple[Statement, ...],
+        diagnostics: tuple[Diagnostic, ...],
+    ) -> None:
+        self.path = path
+        self.text = text
+        self.lines = lines
+        self.statements = statements
+        self.diagnostics = diagnostics
 
     @property
     def newline(self) -> str:
@@ -217,11 +289,17 @@ class RcFile:
 # --- lines ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Logical:
+class _Logical(Record):
+    __slots__ = ("chars", "line", "offs")
+
     line: LogicalLine
     chars: str
     offs: list[int]
+
+    def __init__(self, line: LogicalLine, chars: str, offs: list[int]) -> None:
+        self.line = line
+        self.chars = chars
+        self.offs = offs
 
 
 def _physical(text: str) -> Iterable[tuple[int, int, int]]:
@@ -637,22 +715,29 @@ def parse_recipient(text: str) -> Recipient:
 # --- evaluation -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(_Value):
     """One alias member as written (after quote removal) and where it was written."""
+
+    __slots__ = ("line", "path", "text")
 
     text: str
     path: str
     line: int
 
+    def __init__(self, text: str, path: str, line: int) -> None:
+        self.text = text
+        self.path = path
+        self.line = line
 
-@dataclass(frozen=True)
-class AliasCommand:
+
+class AliasCommand(_Value):
     """An `alias` or `unalias` statement with its expanded words, for `mail-alias`.
 
     `args` is (name, member...) for alias and (name...) for unalias; `active` is False in
     an `if` branch not taken; `depth` counts the enclosing `if` blocks.
     """
+
+    __slots__ = ("active", "args", "depth", "kind", "path", "statement")
 
     kind: str
     statement: Statement
@@ -661,21 +746,56 @@ class AliasCommand:
     active: bool
     depth: int
 
+    def __init__(
+        self,
+        kind: str,
+        statement: Statement,
+        path: str,
+        args: tuple[str, ...],
+        active: bool,
+        depth: int,
+    ) -> None:
+        self.kind = kind
+        self.statement = statement
+        self.path = path
+        self.args = args
+        self.active = active
+        self.depth = depth
 
-@dataclass
-class MailRc:
+
+class MailRc(Record):
     """Everything the mail.rc files said, in the order s-nail would have applied it."""
 
-    aliases: dict[str, list[Member]] = field(default_factory=dict)
-    variables: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("aliases", "commands", "diagnostics", "files", "origins", "rejected", "variables")
+
+    aliases: dict[str, list[Member]]
+    variables: dict[str, str]
     #: variable -> (file, line) of the `set` that gave its value; -S values have none.
-    origins: dict[str, tuple[str, int]] = field(default_factory=dict)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    files: list[RcFile] = field(default_factory=list)
-    commands: list[AliasCommand] = field(default_factory=list)
+    origins: dict[str, tuple[str, int]]
+    diagnostics: list[Diagnostic]
+    files: list[RcFile]
+    commands: list[AliasCommand]
     #: Members the `alias` command refused (reported as diagnostics, as s-nail does, and
     #: left out of `aliases`): sending to such an alias is refused, not done short.
-    rejected: dict[str, list[Member]] = field(default_factory=dict)
+    rejected: dict[str, list[Member]]
+
+    def __init__(
+        self,
+        aliases: dict[str, list[Member]] | None = None,
+        variables: dict[str, str] | None = None,
+        origins: dict[str, tuple[str, int]] | None = None,
+        diagnostics: list[Diagnostic] | None = None,
+        files: list[RcFile] | None = None,
+        commands: list[AliasCommand] | None = None,
+        rejected: dict[str, list[Member]] | None = None,
+    ) -> None:
+        self.aliases = {} if aliases is None else aliases
+        self.variables = {} if variables is None else variables
+        self.origins = {} if origins is None else origins
+        self.diagnostics = [] if diagnostics is None else diagnostics
+        self.files = [] if files is None else files
+        self.commands = [] if commands is None else commands
+        self.rejected = {} if rejected is None else rejected
 
     def lookup(self, name: str) -> list[str] | None:
         """Members of alias `name` (case-sensitive, as s-nail), None when not an alias;
@@ -684,12 +804,19 @@ class MailRc:
         return [m.text for m in members] if members else None
 
 
-@dataclass
-class _Branch:
+class _Branch(Record):
+    __slots__ = ("active", "line", "parent", "taken")
+
     line: int
     parent: bool
     active: bool
     taken: bool
+
+    def __init__(self, line: int, parent: bool, active: bool, taken: bool) -> None:
+        self.line = line
+        self.parent = parent
+        self.active = active
+        self.taken = taken
 
 
 class _Evaluator:

@@ -146,9 +146,7 @@ def read_body(
         data = draft.body
     if request.tilde:
         return feed_escapes(draft, prefix + data, escape, env)
-    from dataclasses import replace
-
-    return replace(draft, body=prefix + data)
+    return draft.replace(body=prefix + data)
 
 
 def without_name(given: str) -> str:
@@ -181,7 +179,6 @@ def sendcharsets(variables: Mapping[str, str]) -> tuple[str, ...]:
 def apply_template(draft: Draft, data: bytes) -> Draft:
     """-t: headers at the top of stdin; their recipients are added to the arguments,
     their From is used when -r gave none, their Subject when -s gave none."""
-    from dataclasses import replace
     from email import message_from_bytes, policy
 
     head = message_from_bytes(data, policy=policy.default)
@@ -207,8 +204,7 @@ def apply_template(draft: Draft, data: bytes) -> Draft:
     body = payload.encode("ascii", "surrogateescape") if isinstance(payload, str) else b""
     if not to and not cc and not bcc:
         raise UsageError("-t: no To, Cc or Bcc header and no recipient argument")
-    return replace(
-        draft,
+    return draft.replace(
         to=tuple(to),
         cc=tuple(cc),
         bcc=tuple(bcc),
@@ -221,24 +217,21 @@ def apply_template(draft: Draft, data: bytes) -> Draft:
 
 def compose(draft: Draft, prefix: bytes, escape: str, env: Environment) -> Draft | Abandoned:
     """Interactive compose on a terminal: tilde escapes, `~!` allowed, Ctrl-D sends."""
-    from dataclasses import replace
-
     if draft.subject is None:
         env.stdout.write("Subject: ")
         env.stdout.flush()
         line = env.stdin.readline().decode("utf-8", "replace")
-        draft = replace(draft, subject=clean_subject(line.rstrip("\r\n"), env))
+        draft = draft.replace(subject=clean_subject(line.rstrip("\r\n"), env))
     return run_compose(
-        replace(draft, body=prefix), env.stdin, escape, env, allow_shell=True, interactive=True
+        draft.replace(body=prefix), env.stdin, escape, env, allow_shell=True, interactive=True
     )
 
 
 def feed_escapes(draft: Draft, data: bytes, escape: str, env: Environment) -> Draft | Abandoned:
     """`-~` on a pipe: escapes honoured, but never `~!` (a pipe is not someone typing)."""
-    from dataclasses import replace
     from io import BytesIO
 
-    return run_compose(replace(draft, body=b""), BytesIO(data), escape, env, allow_shell=False)
+    return run_compose(draft.replace(body=b""), BytesIO(data), escape, env, allow_shell=False)
 
 
 class DraftStopped(Exception):
@@ -367,8 +360,6 @@ def hooks(env: Environment) -> Hooks:
 
 def resolve(draft: Draft, rc: MailRc) -> Addressed:
     """Expand every recipient through the alias book; nothing is sent if one fails."""
-    from dataclasses import replace
-
     from mailx.cli import literal
     from mailx.mailrc import expand_recipients
 
@@ -385,8 +376,7 @@ def resolve(draft: Draft, rc: MailRc) -> Addressed:
     reply_to = variable(variables, "reply-to", "replyto")
     # `-odd@example.org` (given after `-.`, or written `<-odd@example.org>`) goes back
     # into the path form that carried it: the message builder reads these again.
-    resolved = replace(
-        draft,
+    resolved = draft.replace(
         to=tuple(literal(r.header) for r in to),
         cc=tuple(literal(r.header) for r in cc),
         bcc=tuple(literal(r.header) for r in bcc),

@@ -31,7 +31,6 @@ envelope's (`relay.dedupe_key`).
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import enum
 import os
 import shlex
@@ -139,8 +138,7 @@ class Compose:
 
     def draft(self) -> Draft:
         """The starting draft with everything the session added."""
-        return dataclasses.replace(
-            self._initial,
+        return self._initial.replace(
             subject=self.subject,
             to=tuple(self.to),
             cc=tuple(self.cc),
