@@ -23,15 +23,15 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple
 
 from relay import InternalError, NoInputError, RelayError, UsageError
+from relay.records import Record
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
     from email.message import EmailMessage
+    from typing import Any
 
     from mailx.compose import Draft
     from mailx.delivery import Keeper
@@ -64,31 +64,102 @@ even one starting with -). After the recipients, `-- ARG...` passes ARGs to
 the MTA when the variable expandargv is set. See mail(1)."""
 
 
-class Request(NamedTuple):
-    """What the command line asked for; immutable, the stages only read it. (A
-    NamedTuple: `dataclasses`, and the `inspect` it imports, would cost every `mail` a
-    good part of its start-up.)"""
+#: `types.MappingProxyType`, which `types` itself takes from here: the settings are read
+#: only, and the module `types` is not worth importing for the name.
+_MappingProxy = type(type.__dict__)
+_EMPTY: Mapping[str, str | None] = _MappingProxy({})
 
-    subject: str | None = None
+
+class Request(Record):
+    """What the command line asked for; the stages only read it. (A record: neither
+    `dataclasses`, and the `inspect` it imports, nor `typing` for a NamedTuple, would
+    cost every `mail` a good part of its start-up.)"""
+
+    __slots__ = (
+        "attachments",
+        "bcc",
+        "cc",
+        "dry_run",
+        "from_",
+        "headers",
+        "mta_args",
+        "no_system_rc",
+        "quote_file",
+        "settings",
+        "skip_empty",
+        "subject",
+        "template",
+        "tilde",
+        "to",
+        "verbose",
+    )
+
+    subject: str | None
     #: The recipient arguments as given, except that one placed after `-.` and starting
     #: with `-` is in its path form `<-odd@example.org>` (`literal`): that is how the
     #: fact that the user meant it reaches the relay, through every path to it.
-    to: tuple[str, ...] = ()
-    cc: tuple[str, ...] = ()
-    bcc: tuple[str, ...] = ()
-    attachments: tuple[str, ...] = ()
-    from_: str | None = None
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    attachments: tuple[str, ...]
+    from_: str | None
     #: `-S`: VAR=VALUE, VAR (empty value), noVAR (None: unset).
-    settings: Mapping[str, str | None] = MappingProxyType({})
-    headers: tuple[str, ...] = ()
-    quote_file: str | None = None
-    dry_run: bool = False
-    skip_empty: bool = False
-    no_system_rc: bool = False
-    template: bool = False
-    verbose: bool = False
-    tilde: bool = False
-    mta_args: tuple[str, ...] = ()
+    settings: Mapping[str, str | None]
+    headers: tuple[str, ...]
+    quote_file: str | None
+    dry_run: bool
+    skip_empty: bool
+    no_system_rc: bool
+    template: bool
+    verbose: bool
+    tilde: bool
+    mta_args: tuple[str, ...]
+
+    def __init__(
+        self,
+        subject: str | None = None,
+        to: tuple[str, ...] = (),
+        cc: tuple[str, ...] = (),
+        bcc: tuple[str, ...] = (),
+        attachments: tuple[str, ...] = (),
+        from_: str | None = None,
+        settings: Mapping[str, str | None] | None = None,
+        headers: tuple[str, ...] = (),
+        quote_file: str | None = None,
+        dry_run: bool = False,
+        skip_empty: bool = False,
+        no_system_rc: bool = False,
+        template: bool = False,
+        verbose: bool = False,
+        tilde: bool = False,
+        mta_args: tuple[str, ...] = (),
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "subject", subject)
+        _set(self, "to", to)
+        _set(self, "cc", cc)
+        _set(self, "bcc", bcc)
+        _set(self, "attachments", attachments)
+        _set(self, "from_", from_)
+        _set(self, "settings", _EMPTY if settings is None else settings)
+        _set(self, "headers", headers)
+        _set(self, "quote_file", quote_file)
+        _set(self, "dry_run", dry_run)
+        _set(self, "skip_empty", skip_empty)
+        _set(self, "no_system_rc", no_system_rc)
+        _set(self, "template", template)
+        _set(self, "verbose", verbose)
+        _set(self, "tilde", tilde)
+        _set(self, "mta_args", mta_args)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Request is immutable (cannot set {name}): use replace")
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with `changes` applied (an unknown field is a TypeError)."""
+        fields = {name: getattr(self, name) for name in self._fields()}
+        fields.update(changes)
+        return Request(**fields)
 
 
 #: Options that take a value (attached, `-sSubject`, or the next argument).
@@ -203,7 +274,7 @@ def parse_args(argv: Sequence[str]) -> Request:
         bcc=tuple(parsed["-b"]),
         attachments=tuple(parsed["-a"]),
         from_=parsed["-r"],
-        settings=MappingProxyType(settings),
+        settings=_MappingProxy(settings),
         headers=tuple(parsed["-C"]),
         quote_file=parsed["-q"],
         dry_run=bool(parsed["-d"]),
@@ -293,7 +364,7 @@ def run(request: Request, env: Environment) -> int:
                 raise keeper.kept(stop.error, text_of(stop.draft, env)) from None
         else:  # a pipe: read it first, so that whatever is refused keeps the text
             piped = env.stdin.read()
-            env = env._replace(stdin=io.BytesIO(piped))
+            env = env.replace(stdin=io.BytesIO(piped))
             try:
                 pipeline.check_request(request, variables)
                 body = pipeline.read_body(request, subject, variables, env)

@@ -14,12 +14,13 @@ status: UsageError (64), DataError (65), NoInputError (66), ...
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
 
 from relay import DataError, NoInputError, RelayError, UsageError
+from relay.records import Record
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from datetime import datetime
     from email.message import EmailMessage
 
@@ -41,23 +42,41 @@ _BUILT_HEADERS = {
 }
 
 
-class Abandoned(NamedTuple):
+# The records below are `relay.records.Record` classes, not NamedTuples: `typing` costs
+# every `mail` its import.
+
+
+class Abandoned(Record):
     """Compose ended with `~q` (`keep`: the draft goes to dead.letter) or `~x` (nothing)."""
+
+    __slots__ = ("draft", "keep")
 
     draft: Draft
     keep: bool
 
+    def __init__(self, draft: Draft, keep: bool) -> None:
+        self.draft = draft
+        self.keep = keep
 
-class Sender(NamedTuple):
+
+class Sender(Record):
     """The envelope sender `-r` (or a `-t` From) asked for; None lets the relay decide."""
+
+    __slots__ = ("address", "name")
 
     address: str | None
     #: The display name, for the relay's full name (`-F` of an external `mta`).
     name: str | None
 
+    def __init__(self, address: str | None, name: str | None) -> None:
+        self.address = address
+        self.name = name
 
-class Addressed(NamedTuple):
+
+class Addressed(Record):
     """The draft with every recipient resolved, and the envelope to send it with."""
+
+    __slots__ = ("draft", "recipients", "sender")
 
     #: Headers as the reader sees them: aliases expanded, From, Sender, Reply-To set.
     draft: Draft
@@ -66,6 +85,11 @@ class Addressed(NamedTuple):
     #: Envelope sender from `-r` (or a `-t` From): (address, display name); (None, None)
     #: lets the relay decide.
     sender: Sender
+
+    def __init__(self, draft: Draft, recipients: tuple[str, ...], sender: Sender) -> None:
+        self.draft = draft
+        self.recipients = recipients
+        self.sender = sender
 
 
 # -- configuration ---------------------------------------------------------------------

@@ -251,7 +251,7 @@ def test_t_reads_recipients_and_headers_and_leaves_the_request_alone(
     )
     argv = ["-t", "extra@example.com"]
     request = parse_args(argv)
-    before = Request(*request)
+    before = request.replace()  # a copy (a record, no longer a NamedTuple)
     assert mailx.cli.run(request, mail.env(body)) == 0, mail.err
     assert request == before  # the stages return new values, never change the request
     (received,) = hub.wait_for(1)
