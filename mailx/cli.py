@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
     from typing import Any
 
-    from mailx.compose import Draft
     from mailx.delivery import Keeper
+    from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.pipeline import Abandoned
 
@@ -422,7 +422,7 @@ def piped_text(
     request: Request, subject: str | None, piped: bytes, env: Environment
 ) -> Callable[[], bytes]:
     """What dead.letter keeps of a piped body refused before it became a draft."""
-    from mailx.compose import Draft
+    from mailx.draft import Draft
 
     return text_of(Draft(to=request.to, subject=subject, body=piped), env)
 
@@ -440,7 +440,7 @@ def keep_refused_pipe(err: UsageError, argv: Sequence[str]) -> None:
     if not piped:  # nothing to keep: and nothing heavy imported for a usage error
         return
     from mailx import delivery
-    from mailx.compose import Draft
+    from mailx.draft import Draft
     from mailx.environment import Environment
 
     env = Environment.from_process()

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from email.message import EmailMessage
 
-    from mailx.compose import Draft
+    from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.pipeline import Addressed, Sender
     from relay import Spooled

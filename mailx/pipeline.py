@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
 
     from mailx.cli import Request
-    from mailx.compose import Draft
+    from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.mailrc import MailRc, Recipient
     from mailx.tilde import Action, Compose, Hooks
@@ -145,7 +145,7 @@ def read_body(
     Recipients are those of the command line plus those a template or compose added,
     still unexpanded; `from_` is `-r`'s, else a template's From.
     """
-    from mailx.compose import Draft
+    from mailx.draft import Draft
 
     prefix = b""
     if request.quote_file:

@@ -38,7 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mailx.cli import literal
-from mailx.compose import Draft, parse_addresses
+from mailx.compose import parse_addresses
+from mailx.draft import Draft
 from relay import ConfigError, RelayError
 
 __all__ = ["HELP", "Action", "Compose", "Hooks"]
