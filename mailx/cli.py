@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.pipeline import Abandoned
+    from mailx.plain import Plain
 
 PROG = "mail"
 
@@ -346,7 +347,7 @@ def run(request: Request, env: Environment) -> int:
 
     keeper = delivery.Keeper(None)  # nothing to keep before the body is read
     draft: Draft | None = None
-    message: EmailMessage | None = None
+    message: EmailMessage | Plain | None = None
     sender = ""
     try:
         rc = pipeline.load_rc(request, env)

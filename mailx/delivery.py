@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.pipeline import Addressed, Sender
+    from mailx.plain import Plain
     from relay import Spooled
 
 
@@ -96,14 +97,23 @@ def draft_text(draft: Draft, now: datetime | None = None) -> bytes:
 # -- delivery --------------------------------------------------------------------------
 
 
-def show(message: EmailMessage, addressed: Addressed, env: Environment) -> None:
+def show(message: EmailMessage | Plain, addressed: Addressed, env: Environment) -> None:
     """`-d`: the envelope and the message on stderr, nothing sent."""
-    from mailx.compose import POLICY
-
     env.stderr.write(f"envelope from: {addressed.sender.address or '(the relay decides)'}\n")
     env.stderr.write(f"envelope to: {', '.join(addressed.recipients)}\n\n")
-    env.stderr.write(message.as_bytes(policy=POLICY.clone(linesep="\n")).decode("utf-8", "replace"))
+    env.stderr.write(lf_form(message).decode("utf-8", "replace"))
     env.stderr.flush()
+
+
+def lf_form(message: EmailMessage | Plain) -> bytes:
+    """The message with LF line ends (`-d`, an external `mta`: a local program's form)."""
+    from mailx.plain import Plain
+
+    if isinstance(message, Plain):
+        return message.render(linesep=b"\n")
+    from mailx.compose import POLICY
+
+    return message.as_bytes(policy=POLICY.clone(linesep="\n"))
 
 
 def uses_relay(mta: str | None) -> bool:
@@ -116,7 +126,7 @@ def uses_relay(mta: str | None) -> bool:
 
 
 def deliver(
-    message: EmailMessage,
+    message: EmailMessage | Plain,
     addressed: Addressed,
     *,
     variables: Mapping[str, str],
@@ -154,7 +164,7 @@ def deliver(
 
 
 def deliver_relay(
-    message: EmailMessage,
+    message: EmailMessage | Plain,
     addressed: Addressed,
     *,
     variables: Mapping[str, str],
@@ -224,9 +234,13 @@ def deliver_relay(
     return os.EX_OK
 
 
-def wire_input(message: EmailMessage) -> EmailMessage | Spooled:
+def wire_input(message: EmailMessage | Plain) -> EmailMessage | Spooled | bytes:
     """The message for `relay.submit`: itself, or written to a temporary file when it
     has big attachments, so that they are encoded a piece at a time."""
+    from mailx.plain import Plain
+
+    if isinstance(message, Plain):
+        return message.wire()
     from email.policy import SMTP
 
     import relay
@@ -241,7 +255,7 @@ def wire_input(message: EmailMessage) -> EmailMessage | Spooled:
 
 def deliver_external(
     mta: str,
-    message: EmailMessage,
+    message: EmailMessage | Plain,
     addressed: Addressed,
     *,
     verbose: bool,
@@ -253,7 +267,6 @@ def deliver_external(
     the program's failure status is `mail`'s."""
     import subprocess
 
-    from mailx.compose import POLICY
     from relay import MtaFailedError
 
     sender = addressed.sender
@@ -265,7 +278,7 @@ def deliver_external(
     if sender.address:
         argv += ["-f", sender.address]
     argv += [*mta_args, "--", *addressed.recipients]
-    data = message.as_bytes(policy=POLICY.clone(linesep="\n"))
+    data = lf_form(message)
     env.stderr.flush()  # the program writes to the same stderr: keep the order
     failure: RelayError
     try:
@@ -282,7 +295,7 @@ def deliver_external(
 
 
 def record(
-    message: EmailMessage, sender: Sender, variables: Mapping[str, str], env: Environment
+    message: EmailMessage | Plain, sender: Sender, variables: Mapping[str, str], env: Environment
 ) -> None:
     """`record`: a copy of every sent message appended to that mbox (`+name`: in
     `folder`). A failure is a warning: the message is sent."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.mailrc import MailRc, Recipient
+    from mailx.plain import Plain
     from mailx.tilde import Action, Compose, Hooks
 
 #: Headers a `-t` template may not set: the message builder writes them itself.
@@ -423,8 +424,15 @@ def envelope_sender(from_: str | None) -> Sender:
     return Sender(address or None, name or None)
 
 
-def build(draft: Draft, env: Environment) -> EmailMessage:
-    """The message (`mailx.compose.build`), dated by `env`'s clock."""
+def build(draft: Draft, env: Environment) -> EmailMessage | Plain:
+    """The message, dated by `env`'s clock: written as bytes by `mailx.plain` when the
+    draft is simple (the same bytes, without importing the `email` package), else built
+    by `mailx.compose`."""
+    from mailx import plain
+
+    message = plain.build(draft, env.clock())
+    if message is not None:
+        return message
     from mailx import compose
 
     return compose.build(draft, now=local_time(env))
@@ -441,7 +449,10 @@ def local_time(env: Environment) -> datetime:
 
 def check_argument(given: str) -> None:
     """Refuse (65) a recipient argument that can only be a mistake or an attack."""
-    shown = given.encode("unicode_escape").decode("ascii")
+    # Printable ASCII but the backslash is its own escape: the codec (a module of its
+    # own to import) only for the rest.
+    plain = given.isascii() and given.isprintable() and "\\" not in given
+    shown = given if plain else given.encode("unicode_escape").decode("ascii")
     if given.startswith("-"):
         raise DataError(
             f"'{shown}' in recipient position: options must come before the recipients "

@@ -24,7 +24,8 @@ import pytest
 
 import mailx.cli
 import mailx.compose
-from mailx.cli import Request, parse_args
+import mailx.plain
+from mailx.cli import parse_args
 from mailx.environment import Environment
 from relay.queue import Queue
 from tests.mailhub import DEFAULT_USERS, MailHub, MailHubFactory, closed_port, read_mbox
@@ -619,6 +620,7 @@ def test_d_keeps_nothing_after_a_bug(mail: Mail, monkeypatch: pytest.MonkeyPatch
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(mailx.compose, "build", broken)
+    monkeypatch.setattr(mailx.plain, "build", broken)  # the builder of simple drafts
     assert mail("-d", "-s", "x", "a@example.com") == os.EX_SOFTWARE
     assert mail.line() == (
         "mail: internal error: RuntimeError: simulated bug"
