@@ -1,9 +1,9 @@
 """`mail` / `mailx`: s-nail's send mode, delivering through the relay in-process.
 
-Reads top to bottom like dma's main (`run`): argv (docopt-ng, options stop at the first
-recipient as in s-nail), mail.rc files, the body (stdin, or an interactive compose with
-tilde escapes on a terminal), every recipient expanded through the alias book and
-checked before anything is sent, the message built, then delivery: `relay.submit` in
+Reads top to bottom like dma's main (`run`): argv (`parse_common`, docopt-ng for the
+rare shapes and the refusals; options stop at the first recipient as in s-nail), mail.rc
+files, the body (stdin, or an interactive compose with tilde escapes on a terminal),
+every recipient expanded through the alias book and checked before anything is sent, the message built, then delivery: `relay.submit` in
 this process, or an external `mta` program invoked as s-nail invokes it. The stages are
 `mailx.pipeline`; delivering and keeping are `mailx.delivery`. From the moment the body
 is read, every failure keeps the message in dead.letter, except under `-d`, which
@@ -245,15 +245,10 @@ def _version() -> str:
 
 def parse_args(argv: Sequence[str]) -> Request:
     """s-nail's send-mode argv; raises UsageError (exit 64), or `Shown` for -V and -h."""
-    from docopt import DocoptExit, docopt
-
     args, forced = normalise(argv)
-    try:
-        parsed = docopt(USAGE, argv=args, options_first=True, default_help=False)
-    except DocoptExit:
-        # `normalise` has named every unknown option and missing value; what is left is
-        # a shape docopt refuses, whose own text shows its internals (Option(...)).
-        raise UsageError("invalid command line; see mail --help") from None
+    parsed = parse_common(args)
+    if parsed is None:
+        parsed = parse_docopt(args)
     given = [(arg, False) for arg in parsed["TO-ADDR"]] + [(arg, True) for arg in forced or []]
     mta_args: list[str] = []
     words = [arg for arg, _after_dot in given]
@@ -291,6 +286,61 @@ def parse_args(argv: Sequence[str]) -> Request:
             raise UsageError("send options without primary recipient specified")
         raise UsageError("no recipient given")
     return request
+
+
+def parse_docopt(args: Sequence[str]) -> dict[str, Any]:
+    """`normalise`'s output parsed by docopt against USAGE: every shape, and the refusals.
+    Raises UsageError."""
+    from docopt import DocoptExit, docopt
+
+    try:
+        return dict(docopt(USAGE, argv=list(args), options_first=True, default_help=False))
+    except DocoptExit:
+        # `normalise` has named every unknown option and missing value; what is left is
+        # a shape docopt refuses, whose own text shows its internals (Option(...)).
+        raise UsageError("invalid command line; see mail --help") from None
+
+
+#: Options USAGE lets repeat; the other valued ones and the flags appear at most once.
+_REPEATED = frozenset("cbaSC")
+
+
+def parse_common(args: Sequence[str]) -> dict[str, Any] | None:
+    """`parse_docopt`'s result for the command lines `normalise` leaves plain (each
+    option alone, its value the next argument, each single option once), without
+    importing docopt (about 3 ms of every `mail`, with the `importlib` it loads); None
+    for anything else, which docopt then parses or refuses. tests/mailx/test_cli.py
+    holds the two to the same result."""
+    parsed: dict[str, Any] = {f"-{flag}": [] for flag in _REPEATED}
+    parsed.update({f"-{flag}": None for flag in _VALUED - _REPEATED})
+    parsed.update({f"-{flag}": False for flag in _FLAGS})
+    parsed["TO-ADDR"] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--" or arg == "-" or not arg.startswith("-"):
+            parsed["TO-ADDR"] = list(args[index:])
+            break
+        if len(arg) != 2:
+            return None
+        flag = arg[1]
+        if flag in _VALUED:
+            if index + 1 >= len(args) or args[index + 1] == "--":
+                return None  # docopt's "requires argument"
+            value = args[index + 1]
+            index += 2
+            if flag in _REPEATED:
+                parsed[arg].append(value)
+            elif parsed[arg] is not None:
+                return None
+            else:
+                parsed[arg] = value
+        elif flag in _FLAGS and not parsed[arg]:
+            parsed[arg] = True
+            index += 1
+        else:
+            return None
+    return parsed
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
