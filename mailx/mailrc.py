@@ -33,7 +33,6 @@ is reported and dropped, the valid ones are kept. Addresses are parsed with
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from relay import (
@@ -102,9 +101,40 @@ _MODIFIERS = frozenset({"ignerr", "wysh", "local", "u", "scope"})
 
 _WS = " \t"
 _STRIP = " \t\r\f\v"
-_COMMAND_WORD = re.compile(r"\\?(?:[A-Za-z_][A-Za-z0-9_]*|[-!=?|#])")
-_SH_VARNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SET_VARNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_@.:+-]*\Z")
+# Character classes scanned with str methods, not `re`: every `mail` parses its mail.rc
+# files, and the patterns (below, as `re` would write them) cost `re` its import.
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+_SET_NAME_CHARS = _NAME_CHARS | frozenset("@.:+-")
+_SIGN_COMMANDS = frozenset("-!=?|#")
+
+
+def _name_end(s: str, i: int) -> int:
+    """The end of `[A-Za-z_][A-Za-z0-9_]*` matched at `i`; `i` when there is none."""
+    if i >= len(s) or s[i] not in _NAME_START:
+        return i
+    i += 1
+    while i < len(s) and s[i] in _NAME_CHARS:
+        i += 1
+    return i
+
+
+def _command_word_end(s: str, i: int) -> int | None:
+    """The end of `\\?(?:[A-Za-z_][A-Za-z0-9_]*|[-!=?|#])` matched at `i`, or None."""
+    start = i + 1 if s.startswith("\\", i) else i
+    end = _name_end(s, start)
+    if end > start:
+        return end
+    if start < len(s) and s[start] in _SIGN_COMMANDS:
+        return start + 1
+    return None
+
+
+def _is_set_name(name: str) -> bool:
+    """`[A-Za-z0-9_][A-Za-z0-9_@.:+-]*` the whole of `name`: a variable `set` takes."""
+    return bool(name) and name[0] in _NAME_CHARS and all(ch in _SET_NAME_CHARS for ch in name)
+
+
 _SIMPLE_ESCAPES = {
     "a": "\a",
     "b": "\b",
@@ -394,10 +424,10 @@ def _variable(s: str, i: int, out: _Pieces) -> int:
         if close > i + 2:
             out.var(s[i + 2 : close])
             return close + 1
-    match = _SH_VARNAME.match(s, i + 1)
-    if match:
-        out.var(match.group())
-        return match.end()
+    end = _name_end(s, i + 1)
+    if end > i + 1:
+        out.var(s[i + 1 : end])
+        return end
     out.text("$")
     return i + 1
 
@@ -614,22 +644,22 @@ class _Parser:
             return None, ""
         wysh = False
         while True:
-            match = _COMMAND_WORD.match(s, pos)
-            written = match.group() if match else s[pos:].split(None, 1)[0]
-            if match and written in _MODIFIERS and match.end() < len(s) and s[match.end()] in _WS:
+            end = _command_word_end(s, pos)
+            written = s[pos:end] if end is not None else s[pos:].split(None, 1)[0]
+            if end is not None and written in _MODIFIERS and end < len(s) and s[end] in _WS:
                 wysh = wysh or written in ("wysh", "local")
-                pos = match.end()
+                pos = end
                 while pos < len(s) and s[pos] in _WS:
                     pos += 1
                 continue
             break
-        name = _command_lookup(written.lstrip("\\")) if match else None
+        name = _command_lookup(written.lstrip("\\")) if end is not None else None
         if name is None:
             # s-nail cancels the rest of the line after an unknown command.
             self.diag(lineno, f"unknown command '{printable(written)}'")
             return None, ""
-        assert match is not None
-        pos = match.end()
+        assert end is not None
+        pos = end
         kind = _KINDS.get(name, "skip")
         error: str | None = None
         following: int | None = None
@@ -986,7 +1016,7 @@ class _Evaluator:
                 if name not in self.fixed:
                     self.rc.variables.pop(name, None)
                 continue
-            if not _SET_VARNAME.match(name):
+            if not _is_set_name(name):
                 hint = " ('#' starts no comment after set)" if name.startswith("#") else ""
                 # Never echo a word that follows a password variable: it may be the
                 # password, written the way s-nail's old syntax takes it.
