@@ -3,11 +3,11 @@
 Reads top to bottom like dma's main (`run`): argv (`parse_common`, docopt-ng for the
 rare shapes and the refusals; options stop at the first recipient as in s-nail), mail.rc
 files, the body (stdin, or an interactive compose with tilde escapes on a terminal),
-every recipient expanded through the alias book and checked before anything is sent, the message built, then delivery: `relay.submit` in
-this process, or an external `mta` program invoked as s-nail invokes it. The stages are
-`mailx.pipeline`; delivering and keeping are `mailx.delivery`. From the moment the body
-is read, every failure keeps the message in dead.letter, except under `-d`, which
-writes nothing anywhere.
+every recipient expanded through the alias book and checked before anything is sent,
+the message built, then delivery: `relay.submit` in this process, or an external `mta`
+program invoked as s-nail invokes it. The stages are `mailx.pipeline`; delivering and
+keeping are `mailx.delivery`. From the moment the body is read, every failure keeps the
+message in dead.letter, except under `-d`, which writes nothing anywhere.
 
 Everything the process gives `mail` (streams, environment variables, the clock, the
 home directory) comes in one `mailx.environment.Environment`, so `main(argv, env)`

@@ -74,6 +74,8 @@ _COMMAND_TABLE: tuple[str, ...] = tuple(
     """.split()  # noqa: SIM905 (kept as s-nail prints it, easy to compare)
 )
 
+_COMMAND_NAMES = frozenset(_COMMAND_TABLE)
+
 # What this module does with a command; everything else in the table is "skip".
 _KINDS: dict[str, str] = {
     "alias": "alias",
@@ -588,6 +590,8 @@ def _old_words(s: str, i: int) -> list[_RawWord]:
 
 
 def _command_lookup(word: str) -> str | None:
+    if word in _COMMAND_NAMES:
+        return word  # no command is a prefix of an earlier one: a full name is itself
     for name in _COMMAND_TABLE:
         if name.startswith(word):
             return name

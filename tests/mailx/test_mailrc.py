@@ -565,3 +565,13 @@ def test_set_name_check_is_the_set_pattern(text: str) -> None:
 
     found = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_@.:+-]*\Z").match(text)
     assert mailrc._is_set_name(text) == bool(found)
+
+
+def test_a_full_command_name_is_looked_up_as_itself() -> None:
+    # `_command_lookup`'s shortcut holds only while no name is the prefix of an earlier one.
+    table = mailrc._COMMAND_TABLE
+    for index, name in enumerate(table):
+        assert not any(earlier.startswith(name) for earlier in table[:index]), name
+        assert mailrc._command_lookup(name) == name
+    assert mailrc._command_lookup("se") == "set"
+    assert mailrc._command_lookup("a") == "alias"
