@@ -72,12 +72,10 @@ import mimetypes
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
 from datetime import datetime
 from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mailx.draft import (
     MAX_LINE,
@@ -92,8 +90,10 @@ from mailx.draft import (
 )
 from relay import ConfigError, DataError, NoInputError, Recipient, unquote
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
-    from typing import Protocol
+    from collections.abc import Iterator, Sequence
+    from typing import Any, BinaryIO, Protocol
 
     class Writer(Protocol):
         def write(self, data: bytes, /) -> int: ...

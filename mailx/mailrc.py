@@ -33,7 +33,6 @@ is reported and dropped, the valid ones are kept. Addresses are parsed with
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from relay import (
     DataError,
@@ -47,6 +46,10 @@ from relay import (
     Recipient as Recipient,  # re-exported: mail's recipient is relay's model
 )
 from relay.records import Record
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 # s-nail's command table in lookup order (`s-nail -X list`, v14.9.24). An abbreviation
 # means the first command it is a prefix of, so the order matters: `a` is alias, `g`
