@@ -67,8 +67,6 @@ import binascii
 import codecs
 import email.policy
 import email.utils
-import getpass
-import mimetypes
 import os
 import re
 import stat
@@ -276,7 +274,11 @@ def _domain(hostname: str, what: str) -> str:
 
 
 def _login_address(login: str | None, domain: str) -> Address:
-    user = login if login is not None else getpass.getuser()
+    if login is None:
+        import getpass  # (and termios): only for a From made of the login name
+
+        login = getpass.getuser()
+    user = login
     if not user or _has_control(user) or len(user.encode()) > MAX_LOCAL_PART:
         raise DataError(f"login name {user!r} cannot be used in a From address")
     try:
@@ -424,6 +426,8 @@ def _attachment(path: str) -> EmailMessage:
 
 
 def _guess_type(path: str, data: bytes) -> tuple[str, str]:
+    import mimetypes  # (and urllib.parse): only for attachments
+
     mime, encoding = mimetypes.guess_type(os.path.basename(path))
     if encoding is not None:
         # "x.tar.gz" is (application/x-tar, gzip): what travels is the gzip file.
@@ -495,6 +499,8 @@ def _streamed_attachment(path: str) -> _FilePart | None:
         return None  # the ordinary way reports it
     if not stat.S_ISREG(info.st_mode) or info.st_size <= STREAM_AT:
         return None
+    import mimetypes
+
     mime, encoding = mimetypes.guess_type(os.path.basename(path))
     if encoding is not None:
         mime = _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
