@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from relay import ConfigError
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from relay import Config
 
 SCHEMES = {

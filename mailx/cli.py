@@ -1,13 +1,13 @@
 """`mail` / `mailx`: s-nail's send mode, delivering through the relay in-process.
 
-Reads top to bottom like dma's main (`run`): argv (docopt-ng, options stop at the first
-recipient as in s-nail), mail.rc files, the body (stdin, or an interactive compose with
-tilde escapes on a terminal), every recipient expanded through the alias book and
-checked before anything is sent, the message built, then delivery: `relay.submit` in
-this process, or an external `mta` program invoked as s-nail invokes it. The stages are
-`mailx.pipeline`; delivering and keeping are `mailx.delivery`. From the moment the body
-is read, every failure keeps the message in dead.letter, except under `-d`, which
-writes nothing anywhere.
+Reads top to bottom like dma's main (`run`): argv (`parse_common`, docopt-ng for the
+rare shapes and the refusals; options stop at the first recipient as in s-nail), mail.rc
+files, the body (stdin, or an interactive compose with tilde escapes on a terminal),
+every recipient expanded through the alias book and checked before anything is sent,
+the message built, then delivery: `relay.submit` in this process, or an external `mta`
+program invoked as s-nail invokes it. The stages are `mailx.pipeline`; delivering and
+keeping are `mailx.delivery`. From the moment the body is read, every failure keeps the
+message in dead.letter, except under `-d`, which writes nothing anywhere.
 
 Everything the process gives `mail` (streams, environment variables, the clock, the
 home directory) comes in one `mailx.environment.Environment`, so `main(argv, env)`
@@ -23,20 +23,21 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple
 
 from relay import InternalError, NoInputError, RelayError, UsageError
+from relay.records import Record
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
     from email.message import EmailMessage
+    from typing import Any
 
-    from mailx.compose import Draft
     from mailx.delivery import Keeper
+    from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.pipeline import Abandoned
+    from mailx.plain import Plain
 
 PROG = "mail"
 
@@ -64,31 +65,102 @@ even one starting with -). After the recipients, `-- ARG...` passes ARGs to
 the MTA when the variable expandargv is set. See mail(1)."""
 
 
-class Request(NamedTuple):
-    """What the command line asked for; immutable, the stages only read it. (A
-    NamedTuple: `dataclasses`, and the `inspect` it imports, would cost every `mail` a
-    good part of its start-up.)"""
+#: `types.MappingProxyType`, which `types` itself takes from here: the settings are read
+#: only, and the module `types` is not worth importing for the name.
+_MappingProxy = type(type.__dict__)
+_EMPTY: Mapping[str, str | None] = _MappingProxy({})
 
-    subject: str | None = None
+
+class Request(Record):
+    """What the command line asked for; the stages only read it. (A record: neither
+    `dataclasses`, and the `inspect` it imports, nor `typing` for a NamedTuple, would
+    cost every `mail` a good part of its start-up.)"""
+
+    __slots__ = (
+        "attachments",
+        "bcc",
+        "cc",
+        "dry_run",
+        "from_",
+        "headers",
+        "mta_args",
+        "no_system_rc",
+        "quote_file",
+        "settings",
+        "skip_empty",
+        "subject",
+        "template",
+        "tilde",
+        "to",
+        "verbose",
+    )
+
+    subject: str | None
     #: The recipient arguments as given, except that one placed after `-.` and starting
     #: with `-` is in its path form `<-odd@example.org>` (`literal`): that is how the
     #: fact that the user meant it reaches the relay, through every path to it.
-    to: tuple[str, ...] = ()
-    cc: tuple[str, ...] = ()
-    bcc: tuple[str, ...] = ()
-    attachments: tuple[str, ...] = ()
-    from_: str | None = None
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    attachments: tuple[str, ...]
+    from_: str | None
     #: `-S`: VAR=VALUE, VAR (empty value), noVAR (None: unset).
-    settings: Mapping[str, str | None] = MappingProxyType({})
-    headers: tuple[str, ...] = ()
-    quote_file: str | None = None
-    dry_run: bool = False
-    skip_empty: bool = False
-    no_system_rc: bool = False
-    template: bool = False
-    verbose: bool = False
-    tilde: bool = False
-    mta_args: tuple[str, ...] = ()
+    settings: Mapping[str, str | None]
+    headers: tuple[str, ...]
+    quote_file: str | None
+    dry_run: bool
+    skip_empty: bool
+    no_system_rc: bool
+    template: bool
+    verbose: bool
+    tilde: bool
+    mta_args: tuple[str, ...]
+
+    def __init__(
+        self,
+        subject: str | None = None,
+        to: tuple[str, ...] = (),
+        cc: tuple[str, ...] = (),
+        bcc: tuple[str, ...] = (),
+        attachments: tuple[str, ...] = (),
+        from_: str | None = None,
+        settings: Mapping[str, str | None] | None = None,
+        headers: tuple[str, ...] = (),
+        quote_file: str | None = None,
+        dry_run: bool = False,
+        skip_empty: bool = False,
+        no_system_rc: bool = False,
+        template: bool = False,
+        verbose: bool = False,
+        tilde: bool = False,
+        mta_args: tuple[str, ...] = (),
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "subject", subject)
+        _set(self, "to", to)
+        _set(self, "cc", cc)
+        _set(self, "bcc", bcc)
+        _set(self, "attachments", attachments)
+        _set(self, "from_", from_)
+        _set(self, "settings", _EMPTY if settings is None else settings)
+        _set(self, "headers", headers)
+        _set(self, "quote_file", quote_file)
+        _set(self, "dry_run", dry_run)
+        _set(self, "skip_empty", skip_empty)
+        _set(self, "no_system_rc", no_system_rc)
+        _set(self, "template", template)
+        _set(self, "verbose", verbose)
+        _set(self, "tilde", tilde)
+        _set(self, "mta_args", mta_args)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Request is immutable (cannot set {name}): use replace")
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with `changes` applied (an unknown field is a TypeError)."""
+        fields = {name: getattr(self, name) for name in self._fields()}
+        fields.update(changes)
+        return Request(**fields)
 
 
 #: Options that take a value (attached, `-sSubject`, or the next argument).
@@ -173,15 +245,10 @@ def _version() -> str:
 
 def parse_args(argv: Sequence[str]) -> Request:
     """s-nail's send-mode argv; raises UsageError (exit 64), or `Shown` for -V and -h."""
-    from docopt import DocoptExit, docopt
-
     args, forced = normalise(argv)
-    try:
-        parsed = docopt(USAGE, argv=args, options_first=True, default_help=False)
-    except DocoptExit:
-        # `normalise` has named every unknown option and missing value; what is left is
-        # a shape docopt refuses, whose own text shows its internals (Option(...)).
-        raise UsageError("invalid command line; see mail --help") from None
+    parsed = parse_common(args)
+    if parsed is None:
+        parsed = parse_docopt(args)
     given = [(arg, False) for arg in parsed["TO-ADDR"]] + [(arg, True) for arg in forced or []]
     mta_args: list[str] = []
     words = [arg for arg, _after_dot in given]
@@ -203,7 +270,7 @@ def parse_args(argv: Sequence[str]) -> Request:
         bcc=tuple(parsed["-b"]),
         attachments=tuple(parsed["-a"]),
         from_=parsed["-r"],
-        settings=MappingProxyType(settings),
+        settings=_MappingProxy(settings),
         headers=tuple(parsed["-C"]),
         quote_file=parsed["-q"],
         dry_run=bool(parsed["-d"]),
@@ -219,6 +286,61 @@ def parse_args(argv: Sequence[str]) -> Request:
             raise UsageError("send options without primary recipient specified")
         raise UsageError("no recipient given")
     return request
+
+
+def parse_docopt(args: Sequence[str]) -> dict[str, Any]:
+    """`normalise`'s output parsed by docopt against USAGE: every shape, and the refusals.
+    Raises UsageError."""
+    from docopt import DocoptExit, docopt
+
+    try:
+        return dict(docopt(USAGE, argv=list(args), options_first=True, default_help=False))
+    except DocoptExit:
+        # `normalise` has named every unknown option and missing value; what is left is
+        # a shape docopt refuses, whose own text shows its internals (Option(...)).
+        raise UsageError("invalid command line; see mail --help") from None
+
+
+#: Options USAGE lets repeat; the other valued ones and the flags appear at most once.
+_REPEATED = frozenset("cbaSC")
+
+
+def parse_common(args: Sequence[str]) -> dict[str, Any] | None:
+    """`parse_docopt`'s result for the command lines `normalise` leaves plain (each
+    option alone, its value the next argument, each single option once), without
+    importing docopt (about 3 ms of every `mail`, with the `importlib` it loads); None
+    for anything else, which docopt then parses or refuses. tests/mailx/test_cli.py
+    holds the two to the same result."""
+    parsed: dict[str, Any] = {f"-{flag}": [] for flag in _REPEATED}
+    parsed.update({f"-{flag}": None for flag in _VALUED - _REPEATED})
+    parsed.update({f"-{flag}": False for flag in _FLAGS})
+    parsed["TO-ADDR"] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--" or arg == "-" or not arg.startswith("-"):
+            parsed["TO-ADDR"] = list(args[index:])
+            break
+        if len(arg) != 2:
+            return None
+        flag = arg[1]
+        if flag in _VALUED:
+            if index + 1 >= len(args) or args[index + 1] == "--":
+                return None  # docopt's "requires argument"
+            value = args[index + 1]
+            index += 2
+            if flag in _REPEATED:
+                parsed[arg].append(value)
+            elif parsed[arg] is not None:
+                return None
+            else:
+                parsed[arg] = value
+        elif flag in _FLAGS and not parsed[arg]:
+            parsed[arg] = True
+            index += 1
+        else:
+            return None
+    return parsed
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
@@ -275,7 +397,7 @@ def run(request: Request, env: Environment) -> int:
 
     keeper = delivery.Keeper(None)  # nothing to keep before the body is read
     draft: Draft | None = None
-    message: EmailMessage | None = None
+    message: EmailMessage | Plain | None = None
     sender = ""
     try:
         rc = pipeline.load_rc(request, env)
@@ -293,7 +415,7 @@ def run(request: Request, env: Environment) -> int:
                 raise keeper.kept(stop.error, text_of(stop.draft, env)) from None
         else:  # a pipe: read it first, so that whatever is refused keeps the text
             piped = env.stdin.read()
-            env = env._replace(stdin=io.BytesIO(piped))
+            env = env.replace(stdin=io.BytesIO(piped))
             try:
                 pipeline.check_request(request, variables)
                 body = pipeline.read_body(request, subject, variables, env)
@@ -351,7 +473,7 @@ def piped_text(
     request: Request, subject: str | None, piped: bytes, env: Environment
 ) -> Callable[[], bytes]:
     """What dead.letter keeps of a piped body refused before it became a draft."""
-    from mailx.compose import Draft
+    from mailx.draft import Draft
 
     return text_of(Draft(to=request.to, subject=subject, body=piped), env)
 
@@ -369,7 +491,7 @@ def keep_refused_pipe(err: UsageError, argv: Sequence[str]) -> None:
     if not piped:  # nothing to keep: and nothing heavy imported for a usage error
         return
     from mailx import delivery
-    from mailx.compose import Draft
+    from mailx.draft import Draft
     from mailx.environment import Environment
 
     env = Environment.from_process()

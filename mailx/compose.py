@@ -67,35 +67,31 @@ import binascii
 import codecs
 import email.policy
 import email.utils
-import getpass
-import mimetypes
 import os
 import re
 import stat
-import unicodedata
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
-from typing import TYPE_CHECKING, Any, BinaryIO
 
-from relay import (
-    ConfigError,
-    DataError,
-    NoInputError,
-    Recipient,
-    __version__,
-    classify_recipient,
-    dedupe_recipients,
-    recipient_problem,
-    split_recipient_list,
-    unquote,
+from mailx.draft import (
+    MAX_LINE,
+    MAX_LOCAL_PART,
+    Draft,
+    _has_control,
+    _one_line,
+    _parse_custom_header,
+    _recipient_lists,
+    default_user_agent,
+    parse_recipients,
 )
+from relay import ConfigError, DataError, NoInputError, Recipient, unquote
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
-    from typing import Protocol
+    from collections.abc import Iterator, Sequence
+    from typing import Any, BinaryIO, Protocol
 
     class Writer(Protocol):
         def write(self, data: bytes, /) -> int: ...
@@ -116,10 +112,7 @@ __all__ = [
 #: the two spare columns take the `=46` that protects a `From ` line.
 POLICY = email.policy.SMTP.clone(max_line_length=74)
 
-#: RFC 5322 section 2.1.1: a line, without its CRLF, is at most 998 octets.
-MAX_LINE = 998
-#: RFC 5321 section 4.5.3.1.1 and 4.5.3.1.2.
-MAX_LOCAL_PART = 64
+#: RFC 5321 section 4.5.3.1.2.
 MAX_DOMAIN = 255
 
 _PREAMBLE = "This is a multi-part message in MIME format."
@@ -133,26 +126,6 @@ _FROM_LINE = re.compile(rb"(?:\A|[\r\n])From ")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 #: A quoted-printable line that starts with "From " (the payload uses LF line ends).
 _QP_FROM_LINE = re.compile(r"^From ", re.MULTILINE)
-#: RFC 5322 section 3.6.8: ftext, printable ASCII except the colon.
-_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")
-#: The headers `build` writes itself, and those that would leak Bcc recipients.
-_RESERVED_HEADERS = frozenset(
-    {
-        "date",
-        "from",
-        "sender",
-        "to",
-        "cc",
-        "bcc",
-        "resent-bcc",
-        "subject",
-        "message-id",
-        "reply-to",
-        "user-agent",
-        "mime-version",
-    }
-)
-_NO_DOMAIN_HINT = "give a full address such as name@example.com"
 _COMPRESSED_TYPES = {
     "gzip": "application/gzip",
     "bzip2": "application/x-bzip2",
@@ -165,39 +138,9 @@ _CHUNK = 1 << 20
 STREAM_AT = 1 << 20
 #: Octets per base64 line at POLICY's length (72 characters), as the email package cuts.
 _B64_LINE = (POLICY.max_line_length or 78) // 4 * 3
-#: Octets read from a big attachment at a time: whole base64 lines, about 54 KiB.
+#: Octets read from a big attachment at a time: whole base64 lines, about 54 KiB (twice
+#: that is no faster, measured, and `write_base64` holds a few copies of a block).
 _B64_BLOCK = _B64_LINE * 1024
-
-
-@dataclass(frozen=True)
-class Draft:
-    """What the user asked to send; `build` turns it into the message.
-
-    Addresses are in header form ("My Name <someone@example.com>", or a bare local name
-    such as "bob" in To, Cc and Bcc, which the relay resolves); an entry may hold several,
-    separated by commas. Bcc is never written to the headers.
-    """
-
-    to: Sequence[str]
-    cc: Sequence[str] = ()
-    bcc: Sequence[str] = ()
-    subject: str | None = None
-    #: Raw bytes as read from stdin: any encoding, NUL, lone CR, long lines, no final LF.
-    body: bytes = b""
-    #: File paths for `-a`.
-    attachments: Sequence[str] = ()
-    #: From header; None: no From unless `hostname` is set (the relay adds it otherwise).
-    from_: str | None = None
-    sender: str | None = None
-    reply_to: Sequence[str] = ()
-    #: "Name: value" strings from `-C`, `customhdr` or `-t`.
-    custom_headers: Sequence[str] = ()
-    hostname: str | None = None
-    sendcharsets: Sequence[str] = ("utf-8",)
-    #: The charset the body bytes are in (s-nail's `ttycharset`).
-    input_charset: str = "utf-8"
-    #: None: `default_user_agent()`; "": no User-Agent header.
-    user_agent: str | None = None
 
 
 def build(draft: Draft, *, now: datetime | None = None, login: str | None = None) -> EmailMessage:
@@ -296,44 +239,6 @@ def parse_addresses(text: str, field: str = "To", *, allow_local: bool = False) 
     return [_address(r) for r in parse_recipients(text, field, allow_local=allow_local)]
 
 
-def parse_recipients(text: str, field: str = "To", *, allow_local: bool = False) -> list[Recipient]:
-    """`parse_addresses`, as `relay.Recipient` values: what `relay.classify_recipient`
-    reads in each item of the list (`relay.split_recipient_list`), refused as it refuses."""
-    if _has_control(text):
-        raise DataError(
-            f"{field}: address {text!r} contains a control character (CR, LF, NUL): refused"
-        )
-    if not text.strip():
-        raise DataError(f"{field}: empty address")
-    items = split_recipient_list(text, keep_empty=True)
-    if items and not items[-1]:
-        items.pop()  # `a@x,` and a group's closing `;`
-    if not items:
-        raise DataError(f"{field}: no address in {text!r}")
-    found: list[Recipient] = []
-    for item in items:
-        if not item:
-            raise DataError(f"{field}: invalid address {text!r}: an empty item in the list")
-        problem = recipient_problem(item)
-        if problem:
-            raise DataError(f"{field}: invalid address {text!r}: {problem}")
-        recipient = classify_recipient(item)
-        if recipient.kind == "local" and item.startswith("\\"):
-            raise DataError(f"{field}: invalid address {text!r}: not a valid address")
-        if recipient.kind in ("file", "pipe"):
-            raise DataError(f"{field}: {recipient.kind} recipient refused: {item!r}")
-        if recipient.kind == "local" and not allow_local:
-            raise DataError(f"{field}: {text!r} has no domain", hint=_NO_DOMAIN_HINT)
-        if recipient.needs_smtputf8:
-            raise DataError(
-                f"{field}: {text!r} has a non-ASCII local part",
-                hint="mail does not write UTF-8 headers (RFC 6532) yet: send it with sendmail, "
-                "which uses SMTPUTF8 when the server offers it",
-            )
-        found.append(recipient)
-    return found
-
-
 def _address(recipient: Recipient) -> Address:
     """The `email` package's Address for the header: local part unquoted (the package
     quotes it again where needed), domain in IDNA A-labels."""
@@ -345,31 +250,10 @@ def _address(recipient: Recipient) -> Address:
     return Address(recipient.display_name, local, domain)
 
 
-def default_user_agent() -> str:
-    """`mailx-relay VERSION`, the User-Agent written unless the draft names another."""
-    # relay's constant, not importlib.metadata: reading package metadata costs every
-    # `mail` call several milliseconds of start-up.
-    return f"mailx-relay {__version__}"
-
-
 def _recipients(draft: Draft) -> tuple[list[Address], list[Address], list[Address]]:
     """To, Cc and Bcc for the headers, deduplicated together (`_recipient_lists`)."""
     to, cc, bcc = _recipient_lists(draft)
     return [_address(r) for r in to], [_address(r) for r in cc], [_address(r) for r in bcc]
-
-
-def _recipient_lists(
-    draft: Draft,
-) -> tuple[list[Recipient], list[Recipient], list[Recipient]]:
-    """To, Cc and Bcc, parsed; a recipient already seen (first wins) is dropped, by the
-    one duplicate key the relay uses for the envelope (`relay.dedupe_key`: local part as
-    written, domain case-folded), so the headers and the envelope always agree."""
-    seen: set[str] = set()
-    fields: list[list[Recipient]] = []
-    for field, entries in (("To", draft.to), ("Cc", draft.cc), ("Bcc", draft.bcc)):
-        found = [r for entry in entries for r in parse_recipients(entry, field, allow_local=True)]
-        fields.append(dedupe_recipients(found, seen=seen))
-    return fields[0], fields[1], fields[2]
 
 
 def _single_address(text: str, field: str) -> Address:
@@ -390,51 +274,17 @@ def _domain(hostname: str, what: str) -> str:
 
 
 def _login_address(login: str | None, domain: str) -> Address:
-    user = login if login is not None else getpass.getuser()
+    if login is None:
+        import getpass  # (and termios): only for a From made of the login name
+
+        login = getpass.getuser()
+    user = login
     if not user or _has_control(user) or len(user.encode()) > MAX_LOCAL_PART:
         raise DataError(f"login name {user!r} cannot be used in a From address")
     try:
         return Address(username=user, domain=domain)
     except ValueError as err:
         raise DataError(f"login name {user!r} cannot be used in a From address") from err
-
-
-def _parse_custom_header(header: str) -> tuple[str, str]:
-    name, colon, value = header.partition(":")
-    if not colon or not _FIELD_NAME.match(name):
-        raise DataError(
-            f"custom header {header!r}: expected 'Name: value', the name printable ASCII "
-            "without spaces or colon"
-        )
-    if _has_control(value):
-        raise DataError(
-            f"custom header {name}: the value contains a control character (CR, LF, NUL): "
-            "refused as a header injection attempt"
-        )
-    lowered = name.lower()
-    if lowered in _RESERVED_HEADERS or lowered.startswith("content-"):
-        raise DataError(
-            f"custom header {name}: mail writes this header itself",
-            hint="use -s, -c, -b, -r, -a or the reply-to/sender variables instead",
-        )
-    return name, value.strip()
-
-
-def _has_control(text: str) -> bool:
-    """True for any control character but TAB, including NEL, U+2028 and U+2029."""
-    return any(
-        ch != "\t" and (unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029") for ch in text
-    )
-
-
-def _one_line(text: str) -> str:
-    """The subject on one line: each control character (CR, LF, NUL, ...) becomes a space.
-
-    The caller warns about CR and LF; this is the defence in depth against injection.
-    """
-    if not _has_control(text):
-        return text
-    return "".join(" " if _has_control(ch) else ch for ch in text)
 
 
 def _local_time(now: datetime | None) -> datetime:
@@ -576,6 +426,8 @@ def _attachment(path: str) -> EmailMessage:
 
 
 def _guess_type(path: str, data: bytes) -> tuple[str, str]:
+    import mimetypes  # (and urllib.parse): only for attachments
+
     mime, encoding = mimetypes.guess_type(os.path.basename(path))
     if encoding is not None:
         # "x.tar.gz" is (application/x-tar, gzip): what travels is the gzip file.
@@ -647,6 +499,8 @@ def _streamed_attachment(path: str) -> _FilePart | None:
         return None  # the ordinary way reports it
     if not stat.S_ISREG(info.st_mode) or info.st_size <= STREAM_AT:
         return None
+    import mimetypes
+
     mime, encoding = mimetypes.guess_type(os.path.basename(path))
     if encoding is not None:
         mime = _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
@@ -723,15 +577,23 @@ class _FilePart(_Rendered):
     def write_base64(self, out: Writer, linesep: bytes) -> None:
         """The file as base64 lines of POLICY's length, as `set_content` would cut them,
         each ended by `linesep`."""
+        import struct
+
         width = _B64_LINE // 3 * 4
+        # A whole block's base64 is its lines end to end (a line is 54 octets, a multiple
+        # of 3); one `unpack` cuts them all in C and one `join` puts the line ends in,
+        # instead of a Python loop over every 72-character line (most of the time of a
+        # big attachment).
+        cut = struct.Struct(f"{width}s" * (_B64_BLOCK // _B64_LINE))
         with self._open() as handle:
             for data in self._blocks(handle):
-                text = memoryview(binascii.b2a_base64(data, newline=False))
-                lines = bytearray()  # one write per block; no list of line objects
-                for start in range(0, len(text), width):
-                    lines += text[start : start + width]
-                    lines += linesep
-                out.write(bytes(lines))
+                text = binascii.b2a_base64(data, newline=False)
+                if len(text) == cut.size:
+                    lines = cut.unpack(text)
+                else:  # the last block
+                    view = memoryview(text)
+                    lines = tuple(view[at : at + width] for at in range(0, len(view), width))
+                out.write(linesep.join((*lines, b"")))  # the last line ended too
 
     def _open(self) -> BinaryIO:
         """The attachment, checked to be the file `build` saw (the caller closes it)."""

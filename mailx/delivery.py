@@ -14,18 +14,19 @@ writes no file at all.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from relay import RelayError, UnavailableError
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
     from email.message import EmailMessage
 
-    from mailx.compose import Draft
+    from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.pipeline import Addressed, Sender
+    from mailx.plain import Plain
     from relay import Spooled
 
 
@@ -81,11 +82,9 @@ class Keeper:
 def draft_text(draft: Draft, now: datetime | None = None) -> bytes:
     """What dead.letter keeps of a draft: its subject and body (the recipients are what
     failed, the custom headers may be what failed)."""
-    from dataclasses import replace
-
     from mailx import compose
 
-    bare = replace(draft, to=(), cc=(), bcc=(), custom_headers=(), attachments=(), from_=None)
+    bare = draft.replace(to=(), cc=(), bcc=(), custom_headers=(), attachments=(), from_=None)
     try:
         return bytes(compose.build(bare, now=now))
     except Exception:
@@ -98,14 +97,23 @@ def draft_text(draft: Draft, now: datetime | None = None) -> bytes:
 # -- delivery --------------------------------------------------------------------------
 
 
-def show(message: EmailMessage, addressed: Addressed, env: Environment) -> None:
+def show(message: EmailMessage | Plain, addressed: Addressed, env: Environment) -> None:
     """`-d`: the envelope and the message on stderr, nothing sent."""
-    from mailx.compose import POLICY
-
     env.stderr.write(f"envelope from: {addressed.sender.address or '(the relay decides)'}\n")
     env.stderr.write(f"envelope to: {', '.join(addressed.recipients)}\n\n")
-    env.stderr.write(message.as_bytes(policy=POLICY.clone(linesep="\n")).decode("utf-8", "replace"))
+    env.stderr.write(lf_form(message).decode("utf-8", "replace"))
     env.stderr.flush()
+
+
+def lf_form(message: EmailMessage | Plain) -> bytes:
+    """The message with LF line ends (`-d`, an external `mta`: a local program's form)."""
+    from mailx.plain import Plain
+
+    if isinstance(message, Plain):
+        return message.render(linesep=b"\n")
+    from mailx.compose import POLICY
+
+    return message.as_bytes(policy=POLICY.clone(linesep="\n"))
 
 
 def uses_relay(mta: str | None) -> bool:
@@ -118,7 +126,7 @@ def uses_relay(mta: str | None) -> bool:
 
 
 def deliver(
-    message: EmailMessage,
+    message: EmailMessage | Plain,
     addressed: Addressed,
     *,
     variables: Mapping[str, str],
@@ -156,7 +164,7 @@ def deliver(
 
 
 def deliver_relay(
-    message: EmailMessage,
+    message: EmailMessage | Plain,
     addressed: Addressed,
     *,
     variables: Mapping[str, str],
@@ -226,9 +234,13 @@ def deliver_relay(
     return os.EX_OK
 
 
-def wire_input(message: EmailMessage) -> EmailMessage | Spooled:
+def wire_input(message: EmailMessage | Plain) -> EmailMessage | Spooled | bytes:
     """The message for `relay.submit`: itself, or written to a temporary file when it
     has big attachments, so that they are encoded a piece at a time."""
+    from mailx.plain import Plain
+
+    if isinstance(message, Plain):
+        return message.wire()
     from email.policy import SMTP
 
     import relay
@@ -243,7 +255,7 @@ def wire_input(message: EmailMessage) -> EmailMessage | Spooled:
 
 def deliver_external(
     mta: str,
-    message: EmailMessage,
+    message: EmailMessage | Plain,
     addressed: Addressed,
     *,
     verbose: bool,
@@ -255,7 +267,6 @@ def deliver_external(
     the program's failure status is `mail`'s."""
     import subprocess
 
-    from mailx.compose import POLICY
     from relay import MtaFailedError
 
     sender = addressed.sender
@@ -267,7 +278,7 @@ def deliver_external(
     if sender.address:
         argv += ["-f", sender.address]
     argv += [*mta_args, "--", *addressed.recipients]
-    data = message.as_bytes(policy=POLICY.clone(linesep="\n"))
+    data = lf_form(message)
     env.stderr.flush()  # the program writes to the same stderr: keep the order
     failure: RelayError
     try:
@@ -284,7 +295,7 @@ def deliver_external(
 
 
 def record(
-    message: EmailMessage, sender: Sender, variables: Mapping[str, str], env: Environment
+    message: EmailMessage | Plain, sender: Sender, variables: Mapping[str, str], env: Environment
 ) -> None:
     """`record`: a copy of every sent message appended to that mbox (`+name`: in
     `folder`). A failure is a warning: the message is sent."""

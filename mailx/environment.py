@@ -7,22 +7,30 @@ env)` in-process with its own streams and variables, as `mailx.tilde.Hooks` lets
 drive compose. `Environment.from_process()` is the real one; it is built when `main`
 is called, never at import time (a test may have replaced `sys.stdin` by then).
 
-A `typing.NamedTuple`, not a dataclass: `dataclasses` (and the `inspect` it imports)
-would cost every `mail` a good part of its start-up, usage errors included.
+A `relay.records.Record` (`replace` makes a changed copy), neither a dataclass nor a
+NamedTuple: `dataclasses` (and the `inspect` it imports) or `typing` would cost every
+`mail` a good part of its start-up, usage errors included.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
-from typing import BinaryIO, NamedTuple, TextIO
+
+from relay.records import Record
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import BinaryIO, TextIO
 
 PROG = "mail"
 
 
-class Environment(NamedTuple):
+class Environment(Record):
     """The edges of the operating system `mail` uses."""
+
+    __slots__ = ("clock", "environ", "home", "isatty", "stderr", "stdin", "stdout")
 
     #: The body (or the template of `-t`, or the typed lines of a compose), as bytes.
     stdin: BinaryIO
@@ -39,6 +47,24 @@ class Environment(NamedTuple):
     clock: Callable[[], float]
     #: The home directory: `~/.mailrc`, `~/dead.letter`, and `~` in the variables.
     home: str
+
+    def __init__(
+        self,
+        stdin: BinaryIO,
+        stdout: TextIO,
+        stderr: TextIO,
+        environ: Mapping[str, str],
+        isatty: bool,
+        clock: Callable[[], float],
+        home: str,
+    ) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.environ = environ
+        self.isatty = isatty
+        self.clock = clock
+        self.home = home
 
     @classmethod
     def from_process(cls) -> Environment:

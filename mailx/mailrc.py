@@ -33,9 +33,6 @@ is reported and dropped, the valid ones are kept. Addresses are parsed with
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from relay import (
     DataError,
@@ -48,6 +45,11 @@ from relay import (
 from relay import (
     Recipient as Recipient,  # re-exported: mail's recipient is relay's model
 )
+from relay.records import Record
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 # s-nail's command table in lookup order (`s-nail -X list`, v14.9.24). An abbreviation
 # means the first command it is a prefix of, so the order matters: `a` is alias, `g`
@@ -74,6 +76,8 @@ _COMMAND_TABLE: tuple[str, ...] = tuple(
     unthread visual varshow verify version vexpr vpospar write xit xcall Z z
     """.split()  # noqa: SIM905 (kept as s-nail prints it, easy to compare)
 )
+
+_COMMAND_NAMES = frozenset(_COMMAND_TABLE)
 
 # What this module does with a command; everything else in the table is "skip".
 _KINDS: dict[str, str] = {
@@ -102,9 +106,40 @@ _MODIFIERS = frozenset({"ignerr", "wysh", "local", "u", "scope"})
 
 _WS = " \t"
 _STRIP = " \t\r\f\v"
-_COMMAND_WORD = re.compile(r"\\?(?:[A-Za-z_][A-Za-z0-9_]*|[-!=?|#])")
-_SH_VARNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SET_VARNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_@.:+-]*\Z")
+# Character classes scanned with str methods, not `re`: every `mail` parses its mail.rc
+# files, and the patterns (below, as `re` would write them) cost `re` its import.
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+_SET_NAME_CHARS = _NAME_CHARS | frozenset("@.:+-")
+_SIGN_COMMANDS = frozenset("-!=?|#")
+
+
+def _name_end(s: str, i: int) -> int:
+    """The end of `[A-Za-z_][A-Za-z0-9_]*` matched at `i`; `i` when there is none."""
+    if i >= len(s) or s[i] not in _NAME_START:
+        return i
+    i += 1
+    while i < len(s) and s[i] in _NAME_CHARS:
+        i += 1
+    return i
+
+
+def _command_word_end(s: str, i: int) -> int | None:
+    """The end of `\\?(?:[A-Za-z_][A-Za-z0-9_]*|[-!=?|#])` matched at `i`, or None."""
+    start = i + 1 if s.startswith("\\", i) else i
+    end = _name_end(s, start)
+    if end > start:
+        return end
+    if start < len(s) and s[start] in _SIGN_COMMANDS:
+        return start + 1
+    return None
+
+
+def _is_set_name(name: str) -> bool:
+    """`[A-Za-z0-9_][A-Za-z0-9_@.:+-]*` the whole of `name`: a variable `set` takes."""
+    return bool(name) and name[0] in _NAME_CHARS and all(ch in _SET_NAME_CHARS for ch in name)
+
+
 _SIMPLE_ESCAPES = {
     "a": "\a",
     "b": "\b",
@@ -131,35 +166,63 @@ SYSTEM_RC = "/etc/mail.rc"
 # --- the parse tree -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Diagnostic:
+class _Value(Record):
+    """A record that is a value: hashable, as the frozen dataclasses these were. (Plain
+    `__slots__` classes, not dataclasses: `dataclasses` imports `inspect` and generates
+    code for each class at import, a good part of every `mail`'s start-up.)"""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(getattr(self, name) for name in self._fields()))
+
+
+class Diagnostic(_Value):
     """A problem found while reading a mail.rc: `path:line: message`."""
+
+    __slots__ = ("line", "message", "path", "severity")
 
     path: str
     line: int | None
     message: str
     #: "error", or "warning" for what s-nail reports but cannot change the outcome.
-    severity: str = "error"
+    severity: str
+
+    def __init__(self, path: str, line: int | None, message: str, severity: str = "error") -> None:
+        self.path = path
+        self.line = line
+        self.message = message
+        self.severity = severity
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
         return f"{where}: {self.message}"
 
 
-@dataclass(frozen=True)
-class Var:
+class Var(_Value):
     """A `$name` or `${name}` reference inside a word, expanded when the command runs."""
+
+    __slots__ = ("name",)
 
     name: str
 
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-@dataclass(frozen=True)
-class Word:
+
+class Word(_Value):
     """One argument after quote removal; `start`/`end` are offsets of its source text."""
+
+    __slots__ = ("end", "pieces", "start")
 
     pieces: tuple[str | Var, ...]
     start: int
     end: int
+
+    def __init__(self, pieces: tuple[str | Var, ...], start: int, end: int) -> None:
+        self.pieces = pieces
+        self.start = start
+        self.end = end
 
     @property
     def literal(self) -> str:
@@ -171,21 +234,30 @@ class Word:
         return "".join(p if isinstance(p, str) else lookup(p.name) for p in self.pieces)
 
 
-@dataclass(frozen=True)
-class LogicalLine:
+class LogicalLine(_Value):
     """Physical lines joined by continuations; offsets span them with their line ends."""
+
+    __slots__ = ("dangling", "end", "first", "last", "start")
 
     start: int
     end: int
     first: int
     last: int
     #: The last physical line ends in a continuation `\\` with nothing left to join.
-    dangling: bool = False
+    dangling: bool
+
+    def __init__(self, start: int, end: int, first: int, last: int, dangling: bool = False) -> None:
+        self.start = start
+        self.end = end
+        self.first = first
+        self.last = last
+        self.dangling = dangling
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(_Value):
     """One command: `kind` is what this module does with it (`alias`, `set`, `skip`...)."""
+
+    __slots__ = ("command", "end", "error", "kind", "line", "logical", "start", "words")
 
     kind: str
     command: str
@@ -194,18 +266,53 @@ class Statement:
     end: int
     line: int
     logical: int
-    error: str | None = None
+    error: str | None
+
+    def __init__(
+        self,
+        kind: str,
+        command: str,
+        words: tuple[Word, ...],
+        start: int,
+        end: int,
+        line: int,
+        logical: int,
+        error: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.command = command
+        self.words = words
+        self.start = start
+        self.end = end
+        self.line = line
+        self.logical = logical
+        self.error = error
 
 
-@dataclass(frozen=True)
-class RcFile:
+class RcFile(_Value):
     """A parsed mail.rc: its text, logical lines, statements and syntax diagnostics."""
+
+    __slots__ = ("diagnostics", "lines", "path", "statements", "text")
 
     path: str
     text: str
     lines: tuple[LogicalLine, ...]
     statements: tuple[Statement, ...]
     diagnostics: tuple[Diagnostic, ...]
+
+    def __init__(
+        self,
+        path: str,
+        text: str,
+        lines: tuple[LogicalLine, ...],
+        statements: tuple[Statement, ...],
+        diagnostics: tuple[Diagnostic, ...],
+    ) -> None:
+        self.path = path
+        self.text = text
+        self.lines = lines
+        self.statements = statements
+        self.diagnostics = diagnostics
 
     @property
     def newline(self) -> str:
@@ -217,11 +324,17 @@ class RcFile:
 # --- lines ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Logical:
+class _Logical(Record):
+    __slots__ = ("chars", "line", "offs")
+
     line: LogicalLine
     chars: str
     offs: list[int]
+
+    def __init__(self, line: LogicalLine, chars: str, offs: list[int]) -> None:
+        self.line = line
+        self.chars = chars
+        self.offs = offs
 
 
 def _physical(text: str) -> Iterable[tuple[int, int, int]]:
@@ -316,10 +429,10 @@ def _variable(s: str, i: int, out: _Pieces) -> int:
         if close > i + 2:
             out.var(s[i + 2 : close])
             return close + 1
-    match = _SH_VARNAME.match(s, i + 1)
-    if match:
-        out.var(match.group())
-        return match.end()
+    end = _name_end(s, i + 1)
+    if end > i + 1:
+        out.var(s[i + 1 : end])
+        return end
     out.text("$")
     return i + 1
 
@@ -480,6 +593,8 @@ def _old_words(s: str, i: int) -> list[_RawWord]:
 
 
 def _command_lookup(word: str) -> str | None:
+    if word in _COMMAND_NAMES:
+        return word  # no command is a prefix of an earlier one: a full name is itself
     for name in _COMMAND_TABLE:
         if name.startswith(word):
             return name
@@ -536,22 +651,22 @@ class _Parser:
             return None, ""
         wysh = False
         while True:
-            match = _COMMAND_WORD.match(s, pos)
-            written = match.group() if match else s[pos:].split(None, 1)[0]
-            if match and written in _MODIFIERS and match.end() < len(s) and s[match.end()] in _WS:
+            end = _command_word_end(s, pos)
+            written = s[pos:end] if end is not None else s[pos:].split(None, 1)[0]
+            if end is not None and written in _MODIFIERS and end < len(s) and s[end] in _WS:
                 wysh = wysh or written in ("wysh", "local")
-                pos = match.end()
+                pos = end
                 while pos < len(s) and s[pos] in _WS:
                     pos += 1
                 continue
             break
-        name = _command_lookup(written.lstrip("\\")) if match else None
+        name = _command_lookup(written.lstrip("\\")) if end is not None else None
         if name is None:
             # s-nail cancels the rest of the line after an unknown command.
             self.diag(lineno, f"unknown command '{printable(written)}'")
             return None, ""
-        assert match is not None
-        pos = match.end()
+        assert end is not None
+        pos = end
         kind = _KINDS.get(name, "skip")
         error: str | None = None
         following: int | None = None
@@ -637,22 +752,29 @@ def parse_recipient(text: str) -> Recipient:
 # --- evaluation -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(_Value):
     """One alias member as written (after quote removal) and where it was written."""
+
+    __slots__ = ("line", "path", "text")
 
     text: str
     path: str
     line: int
 
+    def __init__(self, text: str, path: str, line: int) -> None:
+        self.text = text
+        self.path = path
+        self.line = line
 
-@dataclass(frozen=True)
-class AliasCommand:
+
+class AliasCommand(_Value):
     """An `alias` or `unalias` statement with its expanded words, for `mail-alias`.
 
     `args` is (name, member...) for alias and (name...) for unalias; `active` is False in
     an `if` branch not taken; `depth` counts the enclosing `if` blocks.
     """
+
+    __slots__ = ("active", "args", "depth", "kind", "path", "statement")
 
     kind: str
     statement: Statement
@@ -661,21 +783,56 @@ class AliasCommand:
     active: bool
     depth: int
 
+    def __init__(
+        self,
+        kind: str,
+        statement: Statement,
+        path: str,
+        args: tuple[str, ...],
+        active: bool,
+        depth: int,
+    ) -> None:
+        self.kind = kind
+        self.statement = statement
+        self.path = path
+        self.args = args
+        self.active = active
+        self.depth = depth
 
-@dataclass
-class MailRc:
+
+class MailRc(Record):
     """Everything the mail.rc files said, in the order s-nail would have applied it."""
 
-    aliases: dict[str, list[Member]] = field(default_factory=dict)
-    variables: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("aliases", "commands", "diagnostics", "files", "origins", "rejected", "variables")
+
+    aliases: dict[str, list[Member]]
+    variables: dict[str, str]
     #: variable -> (file, line) of the `set` that gave its value; -S values have none.
-    origins: dict[str, tuple[str, int]] = field(default_factory=dict)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    files: list[RcFile] = field(default_factory=list)
-    commands: list[AliasCommand] = field(default_factory=list)
+    origins: dict[str, tuple[str, int]]
+    diagnostics: list[Diagnostic]
+    files: list[RcFile]
+    commands: list[AliasCommand]
     #: Members the `alias` command refused (reported as diagnostics, as s-nail does, and
     #: left out of `aliases`): sending to such an alias is refused, not done short.
-    rejected: dict[str, list[Member]] = field(default_factory=dict)
+    rejected: dict[str, list[Member]]
+
+    def __init__(
+        self,
+        aliases: dict[str, list[Member]] | None = None,
+        variables: dict[str, str] | None = None,
+        origins: dict[str, tuple[str, int]] | None = None,
+        diagnostics: list[Diagnostic] | None = None,
+        files: list[RcFile] | None = None,
+        commands: list[AliasCommand] | None = None,
+        rejected: dict[str, list[Member]] | None = None,
+    ) -> None:
+        self.aliases = {} if aliases is None else aliases
+        self.variables = {} if variables is None else variables
+        self.origins = {} if origins is None else origins
+        self.diagnostics = [] if diagnostics is None else diagnostics
+        self.files = [] if files is None else files
+        self.commands = [] if commands is None else commands
+        self.rejected = {} if rejected is None else rejected
 
     def lookup(self, name: str) -> list[str] | None:
         """Members of alias `name` (case-sensitive, as s-nail), None when not an alias;
@@ -684,12 +841,19 @@ class MailRc:
         return [m.text for m in members] if members else None
 
 
-@dataclass
-class _Branch:
+class _Branch(Record):
+    __slots__ = ("active", "line", "parent", "taken")
+
     line: int
     parent: bool
     active: bool
     taken: bool
+
+    def __init__(self, line: int, parent: bool, active: bool, taken: bool) -> None:
+        self.line = line
+        self.parent = parent
+        self.active = active
+        self.taken = taken
 
 
 class _Evaluator:
@@ -859,7 +1023,7 @@ class _Evaluator:
                 if name not in self.fixed:
                     self.rc.variables.pop(name, None)
                 continue
-            if not _SET_VARNAME.match(name):
+            if not _is_set_name(name):
                 hint = " ('#' starts no comment after set)" if name.startswith("#") else ""
                 # Never echo a word that follows a password variable: it may be the
                 # password, written the way s-nail's old syntax takes it.

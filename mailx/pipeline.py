@@ -14,19 +14,21 @@ status: UsageError (64), DataError (65), NoInputError (66), ...
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
 
 from relay import DataError, NoInputError, RelayError, UsageError
+from relay.records import Record
 
+TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from datetime import datetime
     from email.message import EmailMessage
 
     from mailx.cli import Request
-    from mailx.compose import Draft
+    from mailx.draft import Draft
     from mailx.environment import Environment
     from mailx.mailrc import MailRc, Recipient
+    from mailx.plain import Plain
     from mailx.tilde import Action, Compose, Hooks
 
 #: Headers a `-t` template may not set: the message builder writes them itself.
@@ -41,23 +43,41 @@ _BUILT_HEADERS = {
 }
 
 
-class Abandoned(NamedTuple):
+# The records below are `relay.records.Record` classes, not NamedTuples: `typing` costs
+# every `mail` its import.
+
+
+class Abandoned(Record):
     """Compose ended with `~q` (`keep`: the draft goes to dead.letter) or `~x` (nothing)."""
+
+    __slots__ = ("draft", "keep")
 
     draft: Draft
     keep: bool
 
+    def __init__(self, draft: Draft, keep: bool) -> None:
+        self.draft = draft
+        self.keep = keep
 
-class Sender(NamedTuple):
+
+class Sender(Record):
     """The envelope sender `-r` (or a `-t` From) asked for; None lets the relay decide."""
+
+    __slots__ = ("address", "name")
 
     address: str | None
     #: The display name, for the relay's full name (`-F` of an external `mta`).
     name: str | None
 
+    def __init__(self, address: str | None, name: str | None) -> None:
+        self.address = address
+        self.name = name
 
-class Addressed(NamedTuple):
+
+class Addressed(Record):
     """The draft with every recipient resolved, and the envelope to send it with."""
+
+    __slots__ = ("draft", "recipients", "sender")
 
     #: Headers as the reader sees them: aliases expanded, From, Sender, Reply-To set.
     draft: Draft
@@ -66,6 +86,11 @@ class Addressed(NamedTuple):
     #: Envelope sender from `-r` (or a `-t` From): (address, display name); (None, None)
     #: lets the relay decide.
     sender: Sender
+
+    def __init__(self, draft: Draft, recipients: tuple[str, ...], sender: Sender) -> None:
+        self.draft = draft
+        self.recipients = recipients
+        self.sender = sender
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -121,7 +146,7 @@ def read_body(
     Recipients are those of the command line plus those a template or compose added,
     still unexpanded; `from_` is `-r`'s, else a template's From.
     """
-    from mailx.compose import Draft
+    from mailx.draft import Draft
 
     prefix = b""
     if request.quote_file:
@@ -146,9 +171,7 @@ def read_body(
         data = draft.body
     if request.tilde:
         return feed_escapes(draft, prefix + data, escape, env)
-    from dataclasses import replace
-
-    return replace(draft, body=prefix + data)
+    return draft.replace(body=prefix + data)
 
 
 def without_name(given: str) -> str:
@@ -181,7 +204,6 @@ def sendcharsets(variables: Mapping[str, str]) -> tuple[str, ...]:
 def apply_template(draft: Draft, data: bytes) -> Draft:
     """-t: headers at the top of stdin; their recipients are added to the arguments,
     their From is used when -r gave none, their Subject when -s gave none."""
-    from dataclasses import replace
     from email import message_from_bytes, policy
 
     head = message_from_bytes(data, policy=policy.default)
@@ -207,8 +229,7 @@ def apply_template(draft: Draft, data: bytes) -> Draft:
     body = payload.encode("ascii", "surrogateescape") if isinstance(payload, str) else b""
     if not to and not cc and not bcc:
         raise UsageError("-t: no To, Cc or Bcc header and no recipient argument")
-    return replace(
-        draft,
+    return draft.replace(
         to=tuple(to),
         cc=tuple(cc),
         bcc=tuple(bcc),
@@ -221,24 +242,21 @@ def apply_template(draft: Draft, data: bytes) -> Draft:
 
 def compose(draft: Draft, prefix: bytes, escape: str, env: Environment) -> Draft | Abandoned:
     """Interactive compose on a terminal: tilde escapes, `~!` allowed, Ctrl-D sends."""
-    from dataclasses import replace
-
     if draft.subject is None:
         env.stdout.write("Subject: ")
         env.stdout.flush()
         line = env.stdin.readline().decode("utf-8", "replace")
-        draft = replace(draft, subject=clean_subject(line.rstrip("\r\n"), env))
+        draft = draft.replace(subject=clean_subject(line.rstrip("\r\n"), env))
     return run_compose(
-        replace(draft, body=prefix), env.stdin, escape, env, allow_shell=True, interactive=True
+        draft.replace(body=prefix), env.stdin, escape, env, allow_shell=True, interactive=True
     )
 
 
 def feed_escapes(draft: Draft, data: bytes, escape: str, env: Environment) -> Draft | Abandoned:
     """`-~` on a pipe: escapes honoured, but never `~!` (a pipe is not someone typing)."""
-    from dataclasses import replace
     from io import BytesIO
 
-    return run_compose(replace(draft, body=b""), BytesIO(data), escape, env, allow_shell=False)
+    return run_compose(draft.replace(body=b""), BytesIO(data), escape, env, allow_shell=False)
 
 
 class DraftStopped(Exception):
@@ -367,8 +385,6 @@ def hooks(env: Environment) -> Hooks:
 
 def resolve(draft: Draft, rc: MailRc) -> Addressed:
     """Expand every recipient through the alias book; nothing is sent if one fails."""
-    from dataclasses import replace
-
     from mailx.cli import literal
     from mailx.mailrc import expand_recipients
 
@@ -385,8 +401,7 @@ def resolve(draft: Draft, rc: MailRc) -> Addressed:
     reply_to = variable(variables, "reply-to", "replyto")
     # `-odd@example.org` (given after `-.`, or written `<-odd@example.org>`) goes back
     # into the path form that carried it: the message builder reads these again.
-    resolved = replace(
-        draft,
+    resolved = draft.replace(
         to=tuple(literal(r.header) for r in to),
         cc=tuple(literal(r.header) for r in cc),
         bcc=tuple(literal(r.header) for r in bcc),
@@ -409,8 +424,15 @@ def envelope_sender(from_: str | None) -> Sender:
     return Sender(address or None, name or None)
 
 
-def build(draft: Draft, env: Environment) -> EmailMessage:
-    """The message (`mailx.compose.build`), dated by `env`'s clock."""
+def build(draft: Draft, env: Environment) -> EmailMessage | Plain:
+    """The message, dated by `env`'s clock: written as bytes by `mailx.plain` when the
+    draft is simple (the same bytes, without importing the `email` package), else built
+    by `mailx.compose`."""
+    from mailx import plain
+
+    message = plain.build(draft, env.clock())
+    if message is not None:
+        return message
     from mailx import compose
 
     return compose.build(draft, now=local_time(env))
@@ -427,7 +449,10 @@ def local_time(env: Environment) -> datetime:
 
 def check_argument(given: str) -> None:
     """Refuse (65) a recipient argument that can only be a mistake or an attack."""
-    shown = given.encode("unicode_escape").decode("ascii")
+    # Printable ASCII but the backslash is its own escape: the codec (a module of its
+    # own to import) only for the rest.
+    plain = given.isascii() and given.isprintable() and "\\" not in given
+    shown = given if plain else given.encode("unicode_escape").decode("ascii")
     if given.startswith("-"):
         raise DataError(
             f"'{shown}' in recipient position: options must come before the recipients "

@@ -31,7 +31,6 @@ envelope's (`relay.dedupe_key`).
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import enum
 import os
 import shlex
@@ -39,7 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mailx.cli import literal
-from mailx.compose import Draft, parse_addresses
+from mailx.compose import parse_addresses
+from mailx.draft import Draft
 from relay import ConfigError, RelayError
 
 __all__ = ["HELP", "Action", "Compose", "Hooks"]
@@ -139,8 +139,7 @@ class Compose:
 
     def draft(self) -> Draft:
         """The starting draft with everything the session added."""
-        return dataclasses.replace(
-            self._initial,
+        return self._initial.replace(
             subject=self.subject,
             to=tuple(self.to),
             cc=tuple(self.cc),

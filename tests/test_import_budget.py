@@ -141,74 +141,15 @@ MAIL_ALIAS = _MAIL_RELAY - {"relay.cli", "relay.credentials"} | {
     "mailx",
     "mailx.account",
     "mailx.cli",
-    "mailx.compose",
     "mailx.delivery",
+    "mailx.draft",
     "mailx.environment",
     "mailx.mailrc",
     "mailx.pipeline",
-    "docopt",  # diet (mailx/cli.py:164: a hand-rolled getopt for the common flags)
-    "docopt._version",  # diet
-    "dataclasses",  # diet (mailx/mailrc.py:38, mailx/compose.py:77)
-    "inspect",  # diet (dataclasses')
-    "ast",  # diet (inspect's)
-    "_ast",  # diet
-    "dis",  # diet
-    "opcode",  # diet
-    "_opcode",  # diet
-    "token",  # diet
-    "tokenize",  # diet
-    "linecache",  # diet
-    "importlib",  # diet (docopt's, inspect's)
-    "importlib.machinery",  # diet
-    "importlib._bootstrap",  # diet (aliases importlib puts in sys.modules)
-    "importlib._bootstrap_external",  # diet
-    "weakref",  # diet (copy's, inspect's)
-    "_weakrefset",  # diet
-    "copy",  # diet
-    # The email package, for a simple text message (mailx/compose.py:68-81): diet
-    "email",  # diet
-    "email._encoded_words",  # diet
-    "email._header_value_parser",  # diet
-    "email._parseaddr",  # diet
-    "email._policybase",  # diet
-    "email.base64mime",  # diet
-    "email.charset",  # diet
-    "email.contentmanager",  # diet
-    "email.encoders",  # diet
-    "email.errors",  # diet
-    "email.generator",  # diet
-    "email.header",  # diet
-    "email.headerregistry",  # diet
-    "email.iterators",  # diet
-    "email.message",  # diet
-    "email.policy",  # diet
-    "email.quoprimime",  # diet
-    "email.utils",  # diet
-    "encodings.unicode_escape",  # diet (email's)
-    "quopri",  # diet
-    "base64",  # diet
-    "binascii",  # diet
-    "struct",  # diet
-    "_struct",  # diet
-    "string",  # diet
-    "_string",  # diet
-    "random",  # diet (email.utils', for make_msgid)
-    "_random",  # diet
-    "_sha512",  # diet
-    "bisect",  # diet
-    "_bisect",  # diet
-    "datetime",  # diet (mailx/compose.py:78; email.utils')
-    "_datetime",  # diet
-    "calendar",  # diet (email._parseaddr's)
-    "locale",  # diet
-    "_locale",  # diet
-    "urllib",  # diet (mimetypes')
-    "urllib.parse",  # diet
-    "ipaddress",  # diet (urllib.parse's)
-    "mimetypes",  # diet (mailx/compose.py:71: only for attachments)
-    "getpass",  # diet (mailx/compose.py:70)
-    "termios",  # diet (getpass')
-    "unicodedata",  # diet (mailx/compose.py:75)
+    "mailx.plain",
+    "importlib",  # relay/__init__.py's lazy names (frozen: about 0.1 ms)
+    "importlib._bootstrap",  # (aliases importlib puts in sys.modules)
+    "importlib._bootstrap_external",
     "codecs",  # already loaded by the interpreter's own start
 }
 

@@ -21,11 +21,15 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mailx.cli
 import mailx.compose
-from mailx.cli import Request, parse_args
+import mailx.plain
+from mailx.cli import parse_args
 from mailx.environment import Environment
+from relay import UsageError
 from relay.queue import Queue
 from tests.mailhub import DEFAULT_USERS, MailHub, MailHubFactory, closed_port, read_mbox
 from tests.relayconf import write_config
@@ -251,7 +255,7 @@ def test_t_reads_recipients_and_headers_and_leaves_the_request_alone(
     )
     argv = ["-t", "extra@example.com"]
     request = parse_args(argv)
-    before = Request(*request)
+    before = request.replace()  # a copy (a record, no longer a NamedTuple)
     assert mailx.cli.run(request, mail.env(body)) == 0, mail.err
     assert request == before  # the stages return new values, never change the request
     (received,) = hub.wait_for(1)
@@ -619,6 +623,7 @@ def test_d_keeps_nothing_after_a_bug(mail: Mail, monkeypatch: pytest.MonkeyPatch
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(mailx.compose, "build", broken)
+    monkeypatch.setattr(mailx.plain, "build", broken)  # the builder of simple drafts
     assert mail("-d", "-s", "x", "a@example.com") == os.EX_SOFTWARE
     assert mail.line() == (
         "mail: internal error: RuntimeError: simulated bug"
@@ -936,3 +941,73 @@ def test_a_password_in_a_bad_set_line_is_not_echoed(mail: Mail, mailhub: MailHub
     assert "s3cr(et" not in mail.err
     assert "invalid variable name (word 2, not shown)" in mail.err
     assert "'bad(name'" in mail.err  # no password near it: shown as before
+
+
+# -- the common command lines, parsed without docopt ----------------------------------------
+
+ARG_POOL = [
+    "-s", "-ssubj", "subj", "two words", "-c", "-cc@example.org", "c@example.org", "-b",
+    "-a", "/etc/hostname", "-r", "me@example.org", "-S", "x=1", "noverbose", "-C",
+    "X-Tag: t", "-q", "/dev/null", "-d", "-E", "-n", "-t", "-v", "-~", "-i", "-.", "--",
+    "-", "-dv", "-ns", "-nsx", "-dEntv~", "-Z", "-sx", "a@example.com", "user", "-x@y",
+    "-V", "--help", "--long", "",
+]  # fmt: skip
+
+
+def both_parsers(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+    """parse_args's result (or refusal) with the common-path parser, and with docopt only."""
+
+    def outcome() -> object:
+        try:
+            return parse_args(argv)
+        except (UsageError, mailx.cli.Shown) as err:
+            return (type(err).__name__, str(err))
+
+    fast = outcome()
+    with monkeypatch.context() as patch:
+        patch.setattr(mailx.cli, "parse_common", lambda args: None)
+        slow = outcome()
+    return fast, slow
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-n", "-s", "subj", "user"],
+        ["-ns", "subj", "user"],
+        ["-nssubj", "user"],
+        ["-s", "a", "-s", "b", "user"],
+        ["-c", "c@example.org", "-c", "d@example.org", "-b", "e@example.org", "a@example.com"],
+        ["-a", "/etc/hostname", "-a", "/etc/hosts", "-r", "me@example.org", "a@example.com"],
+        ["-r", "a@example.org", "-r", "b@example.org", "a@example.com"],
+        ["-d", "-d", "a@example.com"],
+        ["-q", "--", "a@example.com"],
+        ["-S", "expandargv", "a@example.com", "--", "-oi"],
+        ["-.", "-odd@example.org"],
+        ["-t"],
+        ["-", "a@example.com"],
+        ["--", "a@example.com"],
+        ["a@example.com", "-s", "late"],
+        ["-~", "-E", "-v", "-i", "a@example.com"],
+        [],
+    ],
+)
+def test_the_common_parser_agrees_with_docopt(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, slow = both_parsers(argv, monkeypatch)
+    assert fast == slow
+
+
+def test_the_common_parser_takes_the_common_command_lines() -> None:
+    args, _ = mailx.cli.normalise(["-n", "-s", "subj", "-c", "c@example.org", "user"])
+    assert mailx.cli.parse_common(args) is not None
+    assert mailx.cli.parse_common(["-r", "a", "-r", "b", "x"]) is None  # docopt refuses
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(ARG_POOL), max_size=8))
+def test_generated_command_lines_parse_alike(argv: list[str]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast, slow = both_parsers(argv, monkeypatch)
+    assert fast == slow

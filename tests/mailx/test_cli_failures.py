@@ -11,6 +11,7 @@ import pytest
 
 import mailx.cli
 import mailx.compose
+import mailx.plain
 
 
 def test_a_bug_is_one_line_and_the_draft_is_kept(
@@ -20,6 +21,7 @@ def test_a_bug_is_one_line_and_the_draft_is_kept(
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(mailx.compose, "build", broken)
+    monkeypatch.setattr(mailx.plain, "build", broken)  # the builder of simple drafts
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("MAILX_NO_SYSTEM_RC", "1")
     monkeypatch.delenv("MAILRC", raising=False)

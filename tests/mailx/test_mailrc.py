@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailx import mailrc
 from mailx.mailrc import (
     MailRc,
     default_rc_paths,
@@ -532,3 +533,45 @@ def test_expand_exponential_tree_is_linear_and_deduplicated() -> None:
         ("b@x.org", "b@x.org"),
     ]
     assert found[0].via[:2] == ("t0", "t1")
+
+
+# -- the scanners that replace regular expressions ------------------------------------------
+
+SCANNED = st.text(st.sampled_from("aZ_09\\-!=?|#@.:+ \t$é{}\"'"), max_size=10)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(SCANNED, st.integers(0, 10))
+def test_name_scanner_is_the_shell_variable_pattern(text: str, at: int) -> None:
+    import re
+
+    found = re.compile(r"[A-Za-z_][A-Za-z0-9_]*").match(text, at)
+    assert mailrc._name_end(text, at) == (found.end() if found else at)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(SCANNED, st.integers(0, 10))
+def test_command_word_scanner_is_the_command_pattern(text: str, at: int) -> None:
+    import re
+
+    found = re.compile(r"\\?(?:[A-Za-z_][A-Za-z0-9_]*|[-!=?|#])").match(text, at)
+    assert mailrc._command_word_end(text, at) == (found.end() if found else None)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(SCANNED)
+def test_set_name_check_is_the_set_pattern(text: str) -> None:
+    import re
+
+    found = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_@.:+-]*\Z").match(text)
+    assert mailrc._is_set_name(text) == bool(found)
+
+
+def test_a_full_command_name_is_looked_up_as_itself() -> None:
+    # `_command_lookup`'s shortcut holds only while no name is the prefix of an earlier one.
+    table = mailrc._COMMAND_TABLE
+    for index, name in enumerate(table):
+        assert not any(earlier.startswith(name) for earlier in table[:index]), name
+        assert mailrc._command_lookup(name) == name
+    assert mailrc._command_lookup("se") == "set"
+    assert mailrc._command_lookup("a") == "alias"
