@@ -117,9 +117,9 @@ def __getattr__(name: str) -> Any:
         module_name, attribute = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'relay' has no attribute '{name}'") from None
-    import importlib
-
-    return getattr(importlib.import_module(module_name), attribute)
+    # `__import__` with a fromlist returns the submodule itself; `importlib.import_module`
+    # would put the importlib package and `warnings` on every path that uses a lazy name.
+    return getattr(__import__(module_name, fromlist=[attribute]), attribute)
 
 
 __all__ = [

@@ -133,10 +133,9 @@ HAND_OFF = VERSION | {
     "_socket",  # not `socket` (its enum conversion): relay/client.py
     "time",
 }
-#: The relay's send path, as `mail` loaded it before the relay's cuts (mailx's own
-#: imports still bring these); the entries that fell away with the relay's cuts: `signal`,
-#: `relay.log` (only with a LogFile or syslog configured); relay.plain came in.
-_MAIL_RELAY = SEND | _TYPING | _SOCKET | {"relay.deadletter", "errno"}
+#: The relay's send path as `mail` loads it: the same cuts hold (no typing, re, socket,
+#: signal), plus the dead-letter module mailx's Keeper holds ready.
+_MAIL_RELAY = SEND | {"relay.deadletter", "errno"}
 MAIL_ALIAS = _MAIL_RELAY - {"relay.cli", "relay.credentials"} | {
     "mailx",
     "mailx.account",
@@ -147,9 +146,7 @@ MAIL_ALIAS = _MAIL_RELAY - {"relay.cli", "relay.credentials"} | {
     "mailx.mailrc",
     "mailx.pipeline",
     "mailx.plain",
-    "importlib",  # relay/__init__.py's lazy names (frozen: about 0.1 ms)
-    "importlib._bootstrap",  # (aliases importlib puts in sys.modules)
-    "importlib._bootstrap_external",
+    "math",  # mailx/plain.py's Date (rounding the fraction of a second as datetime does)
     "codecs",  # already loaded by the interpreter's own start
 }
 
