@@ -626,10 +626,8 @@ class _Progress:
 
     def __call__(self, report: FlushReport) -> None:
         elapsed = max(time.monotonic() - report.started, 1e-6)
-        left = max(report.due - report.handled, 0)
-        line = (
-            f"{self.prog}: {len(report.sent)} sent, {left} left, {len(report.sent) / elapsed:.1f}/s"
-        )
+        left = max(report.queued - report.seen, 0)  # not yet looked at
+        line = f"{self.prog}: {report.sent} sent, {left} left, {report.sent / elapsed:.1f}/s"
         if report.current_error:
             line += f"  [{report.current_error[:70]}]"
         # \r and "erase to end of line": the next update overwrites this one.
