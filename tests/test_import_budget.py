@@ -89,7 +89,6 @@ MAILQ_EMPTY = (
     VERSION - {"relay.cli"}
     | {"relay.mailq", "relay.config", "relay.queue", "relay.records", "relay.replies"}
     | {"errno"}
-    | {"json", "json.decoder", "json.encoder", "json.scanner", "_json"}  # diet (relay.queue:45)
 )
 SEND = VERSION | {
     "relay.aliases",
