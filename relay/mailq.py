@@ -350,16 +350,16 @@ def system_entries_for(uid: int, path: str | None = None) -> list[Entry] | None:
     it and answers for the caller's uid (SO_PEERCRED) only; without a service they are
     told that root lists them.
     """
-    from relay.queue import SYSTEM_QUEUE_DIR, Queue
+    from relay.queue import SYSTEM_QUEUE_DIR, Entry, Queue
 
     try:
         with Queue.open(path or SYSTEM_QUEUE_DIR, create=False) as queue:
-            scan = queue.scan()
+            # Streamed: this user's entries are held, not the whole system queue's.
+            return [e for e in queue.entries() if isinstance(e, Entry) and e.uid == uid]
     except FileNotFoundError:
         return []
     except (OSError, RelayError):
         return _entries_from(_service_listing())
-    return [entry for entry in scan.entries if entry.uid == uid]
 
 
 def _entries_from(answer: dict[str, Any] | None) -> list[Entry] | None:
