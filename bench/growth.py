@@ -12,8 +12,9 @@ against the empty queue of the same run:
   a change of load during the run moves both);
 - `mailq` listing the queue, whose messages are large (BENCH_GROWTH_KIB, 100 KiB by
   default; the message file is hard-linked between entries, 50,000 to a file, ext4's
-  limit being 65,000: 100,000 of them cost two files' blocks), and the same listing of a queue of small messages: time and peak RSS,
-  which must not depend on the messages' size;
+  limit being 65,000: 100,000 of them cost two files' blocks), and the same listing
+  of a queue of small messages: time and peak RSS, which must not depend on the
+  messages' size;
 - `mailq --flush` of a queue of N small messages: wall time, messages/s, the connections
   the server counted (target: one), peak RSS.
 
