@@ -11,9 +11,10 @@ against the empty queue of the same run:
   its wall time, target at most 1.5 x the empty queue's, measured in turns with it (so
   a change of load during the run moves both);
 - `mailq` listing the queue, whose messages are large (BENCH_GROWTH_KIB, 100 KiB by
-  default; the message file is hard-linked between entries, so 100,000 of them cost one
-  file's blocks), and the same listing of a queue of small messages: time and peak RSS,
-  which must not depend on the messages' size;
+  default; the message file is hard-linked between entries, 50,000 to a file, ext4's
+  limit being 65,000: 100,000 of them cost two files' blocks), and the same listing
+  of a queue of small messages: time and peak RSS, which must not depend on the
+  messages' size;
 - `mailq --flush` of a queue of N small messages: wall time, messages/s, the connections
   the server counted (target: one), peak RSS.
 
@@ -23,6 +24,7 @@ BENCH_GROWTH_ROUNDS (rounds of the `mailq` listing, default 3; `sendmail` uses B
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -46,6 +48,9 @@ LIST_ROUNDS = int(os.environ.get("BENCH_GROWTH_ROUNDS", "3"))
 SENDMAIL_LIMIT = 1.5
 #: "Flat" peak RSS: at the largest N at most this many MiB above the smallest N's.
 FLAT_MIB = 4.0
+
+#: Entries sharing one message file in the listing queue (ext4's limit is 65,000 links).
+_LINKS_PER_FILE = 50_000
 
 _TEMPLATE = """\
 import sys
@@ -72,21 +77,34 @@ def fill(python: Path, queue: Path, message: Path, count: int, *, link: bool) ->
     body = (new / first / "message").read_bytes()
     base = time.time() - 600  # due now, far from QueueMaxAge
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(int(base)))
+    # The sidecar as the relay wrote it, its three per-entry fields replaced by text:
+    # one json.dumps for all the entries instead of one each (checked on the first).
+    meta.update(id="@ID@", queued_at=111.125, next_try=222.375)
+    shape = json.dumps(meta, indent=1) + "\n"
+    source = str(new / first / "message")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     for i in range(1, count):
         # Ten minutes before the template's id, in the order written: ids sort by time.
         name = f"{stamp}.{i % 1_000_000:06d}.{1 + i // 1_000_000}.{i & 0xFFFFFF:06x}"
-        entry = new / name
+        entry = f"{new}/{name}"
         os.mkdir(entry, 0o700)
-        meta.update(id=name, queued_at=base + i * 1e-6, next_try=base + i * 1e-6)
-        _write(entry / "meta.json", json.dumps(meta, indent=1).encode("ascii") + b"\n")
-        if link:
-            os.link(new / first / "message", entry / "message")
+        when = repr(base + i * 1e-6)
+        text = shape.replace("@ID@", name).replace("111.125", when).replace("222.375", when)
+        if i == 1:
+            meta.update(id=name, queued_at=float(when), next_try=float(when))
+            assert text == json.dumps(meta, indent=1) + "\n"
+        _write(f"{entry}/meta.json", text.encode("ascii"), flags)
+        if link and i % _LINKS_PER_FILE:
+            os.link(source, f"{entry}/message")
+        elif link:  # ext4 allows 65,000 links to a file: a fresh one now and then
+            _write(f"{entry}/message", (new / first / "message").read_bytes(), flags)
+            source = f"{entry}/message"
         else:
-            _write(entry / "message", body)
+            _write(f"{entry}/message", body, flags)
 
 
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write(path: str, data: bytes, flags: int) -> None:
+    fd = os.open(path, flags, 0o600)
     try:
         os.write(fd, data)
     finally:
@@ -250,6 +268,17 @@ def table(points: Sequence[Point]) -> str:
             f"{(f'{p.count:,}' if p.count else 'empty'):>8} {send:>22} "
             f"{p.sendmail / p.sendmail_empty:>7.2f} {p.listing * 1000:>9.1f} "
             f"{p.listing / empty.listing:>7.1f} {rss:>13} {flush}"
+        )
+    full = points[1:]
+    for low, high in itertools.pairwise(full):
+        times = high.count / low.count
+        lines.append(
+            f"growth {low.count:,} -> {high.count:,} (x{times:g} entries): "
+            f"mailq time x{high.listing / low.listing:.1f}, "
+            f"RSS {(high.listing_rss - low.listing_rss) / 1024:+.1f} MiB; "
+            f"--flush time x{high.flush / low.flush:.1f}, "
+            f"msg/s {low.count / low.flush:.0f} -> {high.count / high.flush:.0f}, "
+            f"RSS {(high.flush_rss - low.flush_rss) / 1024:+.1f} MiB"
         )
     missed = verdicts(points)
     lines.append(

@@ -1,17 +1,26 @@
 """Flushing the queue: every due entry, in queue order, over one SMTP session.
 
-One session per mailhub (one TLS handshake, one AUTH), RSET between messages, each entry
-locked while it is sent so concurrent flushers never send the same one. Per entry, in
-this order, so that a crash at any point loses nothing:
+One session per mailhub (one TLS handshake, one AUTH), each entry locked while it is sent
+so concurrent flushers never send the same one. The queue is streamed, not loaded: the
+names in new/ in queue order (`Queue.names`), and per name the lock and one read of the
+sidecar; entries for a per-user mailhub are set aside by id for a pass of their own, so
+memory holds names, never the entries (a flush of 100,000 runs in the memory of 1,000).
+Per entry, in this order, so that a crash at any point loses nothing:
 
-1. lock it; re-read its sidecar (another flusher may have just tried it);
+1. lock it and read its sidecar (under the lock: another flusher may have just tried it);
 2. read the message, checking its recorded size;
 3. `relay.delivery.deliver`: the wire form for this session (8BITMIME or not), MAIL,
    RCPT, DATA, the log line, and the verdict;
 4. after the server's 250: dead.letter copies first (for recipients refused with 5xx),
    then the queue change (entry removed, or its sidecar rewritten with the 4xx
    recipients left). A crash between the 250 and this step sends the message again on
-   the next flush: **the duplicate window**, one message per crash, never a loss.
+   the next flush: **the duplicate window**, one message per crash, never a loss. The
+   removals' fsyncs are batched (`relay.queue.Removals`): a power cut, not a crash of
+   the process, may repeat up to a batch of messages; none is lost.
+
+RSET only after a transaction that did not complete: after the 250 to the end of the
+data the session is ready for the next MAIL (RFC 5321 3.3, 4.1.1.5), and an RSET there
+would be a round trip of its own per message.
 
 Failures, and what they cost:
 - the mailhub cannot be reached, or refuses the greeting, EHLO, STARTTLS or AUTH for
@@ -36,11 +45,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from relay import replies
-from relay.config import Config, Mailhub, parse_hostport
+from relay.config import parse_hostport
 from relay.errors import (
     DataError,
     RelayError,
@@ -49,12 +56,19 @@ from relay.errors import (
     is_temporary,
     status_for,
 )
-from relay.queue import Corrupt, Entry, Locked, Queue, queue_dir
+from relay.queue import Corrupt, Queue, Removals, is_entry_name, queue_dir
 from relay.records import Record
 
+# Annotations only (`typing` at run time is start-up cost: docs/performance.md, cut 4).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any, NoReturn, TextIO
+
+    from relay.config import Config, Mailhub
     from relay.delivery import Verdict
     from relay.message import Message
+    from relay.queue import Entry, Locked
     from relay.smtp import Session
 
 
@@ -89,6 +103,8 @@ class FlushReport(Record):
         "fatal",
         "handled",
         "left",
+        "queued",
+        "seen",
         "sent",
         "started",
         "stopped",
@@ -96,11 +112,15 @@ class FlushReport(Record):
     )
 
     def __init__(self) -> None:
-        #: Entries due (or all, with force) when the flush started.
+        #: Entries found due (or all, with force), and those another flusher held.
         self.due = 0
         #: Entries handled so far (sent, deferred, failed, skipped).
         self.handled = 0
-        self.sent: list[str] = []
+        #: Entries in new/ when the flush started, and how many of them it has looked at.
+        self.queued = 0
+        self.seen = 0
+        #: Messages sent (a count: a list of 100,000 ids would be 10 MiB held to the end).
+        self.sent = 0
         self.deferred: list[tuple[str, str]] = []
         self.failed: list[Failure] = []
         self.expired: list[Failure] = []
@@ -134,7 +154,7 @@ class FlushReport(Record):
         return os.EX_OK
 
     def summary(self) -> str:
-        parts = [f"{len(self.sent)} sent"]
+        parts = [f"{self.sent} sent"]
         if self.deferred:
             parts.append(f"{len(self.deferred)} deferred")
         if self.failed:
@@ -154,8 +174,9 @@ class FlushReport(Record):
         return text
 
 
-Progress = Callable[[FlushReport], None]
-Password = Callable[[], str | None]
+if TYPE_CHECKING:
+    Progress = Callable[[FlushReport], None]
+    Password = Callable[[], str | None]
 
 
 def flush(
@@ -184,7 +205,7 @@ def flush(
         queue.write_status(
             {
                 "finished_at": time.time(),
-                "sent": len(report.sent),
+                "sent": report.sent,
                 "deferred": len(report.deferred),
                 "failed": len(report.failed) + len(report.expired),
                 "left": report.left,
@@ -234,87 +255,122 @@ class _Flush:
 
     def run(self) -> FlushReport:
         report = self.report
-        now = time.time()
-        self.queue.clean_tmp(now)
-        scan = self.queue.scan()
-        for bad in scan.corrupt:
-            if not bad.quarantined:
-                self._quarantine(bad.id, bad.reason)
-        groups: dict[str | None, list[Entry]] = {}
-        for entry in scan.entries:
-            if entry.age(now) >= self.config.queue_max_age:
-                self._expire(entry)
-            elif self.force or entry.due(now):
-                groups.setdefault(entry.mailhub, []).append(entry)
-            else:
-                report.waiting += 1
-        report.due = sum(len(entries) for entries in groups.values())
+        self.now = time.time()
+        queue = self.queue
+        queue.sweep_tmp(self.now)
+        report.queued = queue.count()
+        self.removals = Removals(queue)
+        #: Ids of entries for a per-user mailhub, by mailhub: sent in a pass of their own.
+        self.aside: dict[str, list[str]] = {}
         try:
-            for hub, entries in groups.items():
-                self._group(hub, entries)
-        except _Halt:
-            pass
-        report.left = self.queue.count()
+            try:
+                self._pass(None, queue.names())
+                for hub, names in self.aside.items():
+                    self._pass(hub, names)
+            except _Halt:
+                pass
+        finally:
+            try:
+                self.removals.finish()
+            except RelayError as err:
+                report.errors.append(err)
+        report.left = queue.count()
         return report
 
     # -- one mailhub ----------------------------------------------------------------------
 
-    def _group(self, hub: str | None, entries: Sequence[Entry]) -> None:
+    def _pass(self, hub: str | None, names: Iterable[str]) -> None:
+        """Every entry of `names` for this mailhub (None: the configured ones), in order.
+
+        When the mailhub cannot be reached, or the flush must stop, the rest of the
+        entries are still looked at, without sending: the expired ones leave, the due
+        ones are counted, those for another mailhub are set aside.
+        """
         hubs = (parse_hostport(hub),) if hub else self.config.mailhubs
         link = _Link(self, hubs)
+        halted: _Halt | None = None
         try:
-            for entry in entries:
-                self._one(entry, link)
-                self.report.handled += 1
-                if self.progress is not None:
-                    self.progress(self.report)
-        except _HubDown:
-            pass  # the other mailhubs' entries may still go
+            for name in names:
+                try:
+                    self._one(name, hub, link)
+                except _HubDown:
+                    link.down = True  # the other mailhubs' entries may still go
+                except _Halt as stop:
+                    halted = stop
+                    link.down = True
         finally:
             link.close()
             self.report.connections += link.connections
+        if halted is not None:
+            raise halted
 
-    def _lock(self, entry: Entry) -> Locked | None:
+    def _lock(self, name: str) -> Locked | None:
         """The entry's lock; None (counted) when another flusher has it, or it is bad."""
-        try:
-            locked = self.queue.lock(entry.id)
-        except ValueError as err:
-            self._quarantine(entry.id, str(err))
+        if not is_entry_name(name):
+            self._quarantine(name, "not a queue entry name")
             return None
-        if locked is None:
+        try:
+            locked = self.queue.lock(name)
+        except ValueError as err:
+            self._quarantine(name, str(err))
+            return None
+        if locked is None:  # held by another flusher, or just removed by one
             self.report.busy += 1
+            self.report.due += 1
         return locked
 
-    def _one(self, entry: Entry, link: _Link) -> None:
-        locked = self._lock(entry)
+    def _one(self, name: str, hub: str | None, link: _Link) -> None:
+        report = self.report
+        if hub is None:
+            report.seen += 1
+        locked = self._lock(name)
         if locked is None:
             return
         with locked:
-            current = locked.entry
-            if not self.force and not current.due(time.time()):
-                self.report.waiting += 1  # another flusher tried it a moment ago
+            entry = locked.entry
+            if entry.age(self.now) >= self.config.queue_max_age:
+                self._expire(locked)
                 return
-            from relay.message import Spooled, parse
+            if entry.mailhub is not None and entry.mailhub != hub:
+                self.aside.setdefault(entry.mailhub, []).append(name)
+                report.queued -= 1  # looked at again in its mailhub's pass
+                report.seen -= 1
+                return
+            if not self.force and not entry.due(self.now):
+                report.waiting += 1
+                return
+            report.due += 1
+            if link.down:
+                return  # stays queued, not charged: the mailhub is out of reach
+            self.removals.tick()
+            self._deliver(locked, link)
+            report.handled += 1
+            if self.progress is not None:
+                self.progress(report)
 
+    def _deliver(self, locked: Locked, link: _Link) -> None:
+        from relay.message import Spooled, parse
+
+        entry = locked.entry
+        try:
+            raw = locked.open_message()  # a big one stays in its file
+        except ValueError as err:
+            self._quarantine(entry.id, str(err))
+            return
+        try:
             try:
-                raw = locked.open_message()  # a big one stays in its file
-            except ValueError as err:
+                message = parse(raw)
+            except (ValueError, RelayError) as err:
                 self._quarantine(entry.id, str(err))
                 return
-            try:
-                try:
-                    message = parse(raw)
-                except (ValueError, RelayError) as err:
-                    self._quarantine(entry.id, str(err))
-                    return
-                self._send(locked, message, link)
-            except RelayError as err:  # the queue or dead.letter could not be written
-                self.report.errors.append(err)
-                self.report.current_error = str(err)
-                raise _Halt() from None
-            finally:
-                if isinstance(raw, Spooled):
-                    raw.close()
+            self._send(locked, message, link)
+        except RelayError as err:  # the queue or dead.letter could not be written
+            self.report.errors.append(err)
+            self.report.current_error = str(err)
+            raise _Halt() from None
+        finally:
+            if isinstance(raw, Spooled):
+                raw.close()
 
     def _send(self, locked: Locked, message: Message, link: _Link) -> None:
         from relay.delivery import deliver
@@ -374,8 +430,8 @@ class _Flush:
                 delivered=entry.delivered + verdict.accepted,
             )
             return
-        locked.remove()
-        self.report.sent.append(entry.id)
+        locked.remove(self.removals)
+        self.report.sent += 1
 
     def _refused(self, locked: Locked, err: RelayError) -> None:
         """The server answered this message with an error and the session lives on."""
@@ -383,7 +439,7 @@ class _Flush:
             self._defer(locked, str(err), blame=True)
             return
         saved = locked.to_dead_letter(str(err))
-        locked.remove()
+        locked.remove(self.removals)
         self.report.failed.append(Failure(locked.entry.id, str(err), saved))
 
     def _defer(self, locked: Locked, error: str, *, blame: bool, **changes: Any) -> None:
@@ -391,24 +447,20 @@ class _Flush:
         self.report.deferred.append((locked.entry.id, error))
         self.report.current_error = error
 
-    def _expire(self, entry: Entry) -> None:
-        locked = self._lock(entry)
-        if locked is None:
+    def _expire(self, locked: Locked) -> None:
+        current = locked.entry
+        reason = (
+            f"expired after {_duration(self.config.queue_max_age)} in the queue, "
+            f"{current.attempts} attempt{'s' if current.attempts != 1 else ''}; "
+            f"last error: {current.last_error or 'none (never tried)'}"
+        )
+        try:
+            saved = locked.to_dead_letter(reason)
+            locked.remove(self.removals)
+        except RelayError as err:
+            self.report.errors.append(err)
             return
-        with locked:
-            current = locked.entry
-            reason = (
-                f"expired after {_duration(self.config.queue_max_age)} in the queue, "
-                f"{current.attempts} attempt{'s' if current.attempts != 1 else ''}; "
-                f"last error: {current.last_error or 'none (never tried)'}"
-            )
-            try:
-                saved = locked.to_dead_letter(reason)
-                locked.remove()
-            except RelayError as err:
-                self.report.errors.append(err)
-                return
-            self.report.expired.append(Failure(entry.id, reason, saved))
+        self.report.expired.append(Failure(current.id, reason, saved))
 
     def _quarantine(self, name: str, reason: str) -> None:
         try:
@@ -439,9 +491,13 @@ class _Link:
         self.hubs = hubs
         self.session: Session | None = None
         self.connections = 0
-        self.used = False
+        #: A transaction was begun on this session and did not end with the 250 to its
+        #: data: RSET before the next one.
+        self.dirty = False
         self.reconnects = 0
         self.last_error: RelayError | None = None
+        #: The mailhub is out of reach (or the flush must stop): send nothing more.
+        self.down = False
 
     def alive(self) -> bool:
         client = self.session.client if self.session is not None else None
@@ -450,8 +506,13 @@ class _Link:
         return client is not None and client.sock is not None
 
     def get(self) -> Session:
-        if self.session is not None and self.used and self.alive():
-            self.session.reset()  # RSET between messages
+        if self.session is not None and self.dirty and self.alive():
+            # Only after a transaction that did not complete: after the 250 to the data
+            # the server is ready for the next MAIL (RFC 5321 3.3, 4.1.1.5), and an RSET
+            # there costs a round trip per message. A server that closed the session
+            # after that 250 shows it at the next MAIL, which is then sent again over a
+            # new session (nothing of it went through: no duplicate).
+            self.session.reset()
             if not self.alive():
                 self.last_error = TempFailError(
                     f"{self.session.hub} closed the session between messages", step="RSET"
@@ -465,7 +526,7 @@ class _Link:
         if self.session is None:
             self._open()
         assert self.session is not None
-        self.used = True
+        self.dirty = True
         return self.session
 
     def _open(self) -> None:
@@ -486,7 +547,7 @@ class _Link:
             report.fatal = err
             raise _Halt() from None
         self.connections += 1
-        self.used = False
+        self.dirty = False
 
     def _give_up(self, err: RelayError | None) -> NoReturn:
         self.flush.report.stopped = err or TempFailError("the mailhub keeps closing the session")
@@ -497,6 +558,7 @@ class _Link:
 
     def delivered(self) -> None:
         self.reconnects = 0
+        self.dirty = False
 
     def close(self) -> None:
         if self.session is not None:

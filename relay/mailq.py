@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
 
 from relay.entry import print_version, run, usage_on_error
 from relay.entry import say as entry_say
@@ -35,7 +33,12 @@ from relay.errors import (
     UsageError,
 )
 
+# Annotations only (`typing` at run time is start-up cost: docs/performance.md, cut 4).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, TextIO
+
     from relay.config import Config
     from relay.deadletter import DeadEntry
     from relay.flush import FlushReport
@@ -198,33 +201,145 @@ def show(
     out: TextIO | None = None,
     now: float | None = None,
 ) -> int:
-    """Print the queue (`mailq`, `sendmail -bp`); a queue never made is an empty one."""
-    from relay.queue import Queue, Scan, queue_dir
+    """Print the queue (`mailq`, `sendmail -bp`); a queue never made is an empty one.
+
+    A stream: each entry is printed as it is read and the totals come from running
+    counts, so the memory of a listing of 100,000 entries is that of one pass of
+    `relay.queue.sorted_names`, not of every sidecar parsed (the output is the same).
+    """
+    from relay.queue import Queue, queue_dir
 
     out = out or sys.stdout
     when = time.time() if now is None else now
     path = queue_dir(config.queue_dir)
-    status: dict[str, Any] | None = None
+    listing = _JsonListing(out, path, when) if as_json else _TextListing(out, path, when)
     try:
         with Queue.open(path, create=False) as queue:
-            scan = queue.scan()
-            status = queue.read_status()
+            for item in queue.entries():
+                listing.add(item)
+            for bad in queue.quarantined():
+                listing.add(bad)
+            # Read only when it is shown: an empty queue loads no `json` (start-up).
+            status = queue.read_status() if listing.count or as_json else None
     except FileNotFoundError:
-        scan = Scan()
+        status = None
     system = _system_part(path)
-    if as_json:
-        import json
-
-        data = _as_json(path, scan.entries, scan.corrupt, status, when)
-        if system is not None:
-            data["system_queue"] = system
-        out.write(json.dumps(data, indent=2))
-        out.write("\n")
-    else:
-        out.write(_as_text(path, scan.entries, scan.corrupt, status, when))
-        if system is not None:
-            out.write(_system_text(system, when))
+    listing.finish(status, system)
     return os.EX_OK
+
+
+class _TextListing:
+    """`mailq`'s table, written entry by entry (the corrupt ones after the totals)."""
+
+    def __init__(self, out: TextIO, path: str, now: float) -> None:
+        self.out, self.path, self.now = out, path, now
+        self.count = 0
+        self.total = 0
+        self.corrupt: list[Corrupt] = []
+        self.users: dict[int | None, str] = {}
+
+    def add(self, item: Entry | Corrupt) -> None:
+        from relay.queue import Corrupt
+
+        if isinstance(item, Corrupt):
+            self.corrupt.append(item)  # listed after the totals; few, and each short
+            return
+        entry, now = item, self.now
+        if not self.count:
+            self.out.write(
+                f"{'Queue ID':<34} {'Size':>7} {'Age':>5} {'Tries':>5}  {'Next try':<9} "
+                f"{'User':<10} Sender\n"
+            )
+        self.count += 1
+        self.total += entry.size
+        user = self.users.get(entry.uid)
+        if user is None:  # one passwd lookup per sender, not per entry
+            user = self.users[entry.uid] = user_name(entry.uid)
+        wait = "now" if entry.due(now) else "in " + ago(entry.next_try - now)
+        lines = [
+            f"{entry.id:<34} {entry.size:>7} {ago(entry.age(now)):>5} {entry.attempts:>5}  "
+            f"{wait:<9} {user:<10} {entry.sender or '<>'}"
+        ]
+        if entry.last_error:
+            lines.append(f"  (last error: {entry.last_error})")
+        lines.extend(f"    {recipient}" for recipient in entry.recipients)
+        self.out.write("\n".join(lines) + "\n")
+
+    def finish(self, status: Mapping[str, Any] | None, system: Mapping[str, Any] | None) -> None:
+        lines: list[str] = []
+        if self.count:
+            count = f"{self.count} entr{'y' if self.count == 1 else 'ies'}"
+            lines.append(f"-- {count}, {self.total} bytes, in {self.path}")
+        else:
+            lines.append("Mail queue is empty")
+        for bad in self.corrupt:
+            where = "corrupt" if bad.quarantined else "new"
+            lines.append(f"corrupt entry {os.path.join(self.path, where, bad.id)}: {bad.reason}")
+        if status and self.count and isinstance(status.get("finished_at"), int | float):
+            trouble = status.get("fatal") or status.get("stopped")
+            said = f": {trouble}" if trouble else f": {status.get('sent', 0)} sent"
+            lines.append(f"-- last flush {ago(self.now - status['finished_at'])} ago{said}")
+        self.out.write("\n".join(lines) + "\n")
+        if system is not None:
+            self.out.write(_system_text(system, self.now))
+
+
+class _JsonListing:
+    """`mailq --json`, written entry by entry: byte for byte what `json.dumps(listing,
+    indent=2)` gives for the whole listing (tests/relay/test_mailq_stream.py), without
+    holding it. Each entry is dumped alone and indented to its depth: JSON strings hold
+    no raw newline, so re-indenting the lines of a dump cannot touch a value."""
+
+    def __init__(self, out: TextIO, path: str, now: float) -> None:
+        self.out, self.path, self.now = out, path, now
+        self.count = 0
+        self.corrupt: list[Corrupt] = []
+        self.users: dict[int | None, str | None] = {}
+
+    def add(self, item: Entry | Corrupt) -> None:
+        from relay.queue import Corrupt
+
+        if isinstance(item, Corrupt):
+            self.corrupt.append(item)
+            return
+        self.out.write(
+            (
+                ",\n    "
+                if self.count
+                else '{\n  "queue": ' + _dumps(self.path) + ',\n  "entries": [\n    '
+            )
+            + _dumps(_entry_json(item, self.now, self.users), 4)
+        )
+        self.count += 1
+
+    def finish(self, status: Mapping[str, Any] | None, system: Mapping[str, Any] | None) -> None:
+        out = self.out
+        if self.count:
+            out.write("\n  ]")
+        else:
+            out.write('{\n  "queue": ' + _dumps(self.path) + ',\n  "entries": []')
+        corrupt = [
+            {
+                "id": bad.id,
+                "reason": bad.reason,
+                "path": os.path.join(self.path, "corrupt" if bad.quarantined else "new", bad.id),
+                "quarantined": bad.quarantined,
+            }
+            for bad in self.corrupt
+        ]
+        out.write(',\n  "corrupt": ' + _dumps(corrupt, 2))
+        out.write(',\n  "last_flush": ' + _dumps(_status_json(status), 2))
+        if system is not None:
+            out.write(',\n  "system_queue": ' + _dumps(system, 2))
+        out.write("\n}\n")
+
+
+def _dumps(value: object, depth: int = 0) -> str:
+    """`value` as `json.dumps(..., indent=2)` writes it `depth` spaces deep."""
+    import json
+
+    text = json.dumps(value, indent=2)
+    return text.replace("\n", "\n" + " " * depth) if depth else text
 
 
 def system_entries_for(uid: int, path: str | None = None) -> list[Entry] | None:
@@ -235,16 +350,16 @@ def system_entries_for(uid: int, path: str | None = None) -> list[Entry] | None:
     it and answers for the caller's uid (SO_PEERCRED) only; without a service they are
     told that root lists them.
     """
-    from relay.queue import SYSTEM_QUEUE_DIR, Queue
+    from relay.queue import SYSTEM_QUEUE_DIR, Entry, Queue
 
     try:
         with Queue.open(path or SYSTEM_QUEUE_DIR, create=False) as queue:
-            scan = queue.scan()
+            # Streamed: this user's entries are held, not the whole system queue's.
+            return [e for e in queue.entries() if isinstance(e, Entry) and e.uid == uid]
     except FileNotFoundError:
         return []
     except (OSError, RelayError):
         return _entries_from(_service_listing())
-    return [entry for entry in scan.entries if entry.uid == uid]
 
 
 def _entries_from(answer: dict[str, Any] | None) -> list[Entry] | None:
@@ -320,30 +435,14 @@ def user_name(uid: int | None) -> str:
     return identity_of(uid).login
 
 
-def _as_json(
-    path: str,
-    entries: Sequence[Entry],
-    corrupt: Sequence[Corrupt],
-    status: Mapping[str, Any] | None,
-    now: float,
+def _entry_json(
+    entry: Entry, now: float, users: dict[int | None, str | None] | None = None
 ) -> dict[str, Any]:
-    return {
-        "queue": path,
-        "entries": [_entry_json(entry, now) for entry in entries],
-        "corrupt": [
-            {
-                "id": bad.id,
-                "reason": bad.reason,
-                "path": os.path.join(path, "corrupt" if bad.quarantined else "new", bad.id),
-                "quarantined": bad.quarantined,
-            }
-            for bad in corrupt
-        ],
-        "last_flush": _status_json(status),
-    }
-
-
-def _entry_json(entry: Entry, now: float) -> dict[str, Any]:
+    """An entry as `mailq --json` lists it; `users` caches the passwd lookups."""
+    if users is None:
+        users = {}
+    if entry.uid not in users:
+        users[entry.uid] = None if entry.uid is None else user_name(entry.uid)
     return {
         "id": entry.id,
         "queued_at": iso(entry.queued_at),
@@ -351,7 +450,7 @@ def _entry_json(entry: Entry, now: float) -> dict[str, Any]:
         "size": entry.size,
         "sender": entry.sender,
         "uid": entry.uid,
-        "user": None if entry.uid is None else user_name(entry.uid),
+        "user": users[entry.uid],
         "recipients": list(entry.recipients),
         "delivered": list(entry.delivered),
         "attempts": entry.attempts,
@@ -369,43 +468,6 @@ def _status_json(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if isinstance(shown.get("finished_at"), int | float):
         shown["finished_at"] = iso(shown["finished_at"])
     return shown
-
-
-def _as_text(
-    path: str,
-    entries: Sequence[Entry],
-    corrupt: Sequence[Corrupt],
-    status: Mapping[str, Any] | None,
-    now: float,
-) -> str:
-    lines: list[str] = []
-    if entries:
-        lines.append(
-            f"{'Queue ID':<34} {'Size':>7} {'Age':>5} {'Tries':>5}  {'Next try':<9} "
-            f"{'User':<10} Sender"
-        )
-        for entry in entries:
-            wait = "now" if entry.due(now) else "in " + ago(entry.next_try - now)
-            lines.append(
-                f"{entry.id:<34} {entry.size:>7} {ago(entry.age(now)):>5} {entry.attempts:>5}  "
-                f"{wait:<9} {user_name(entry.uid):<10} {entry.sender or '<>'}"
-            )
-            if entry.last_error:
-                lines.append(f"  (last error: {entry.last_error})")
-            lines.extend(f"    {recipient}" for recipient in entry.recipients)
-        total = sum(entry.size for entry in entries)
-        count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
-        lines.append(f"-- {count}, {total} bytes, in {path}")
-    else:
-        lines.append("Mail queue is empty")
-    for bad in corrupt:
-        where = "corrupt" if bad.quarantined else "new"
-        lines.append(f"corrupt entry {os.path.join(path, where, bad.id)}: {bad.reason}")
-    if status and entries and isinstance(status.get("finished_at"), int | float):
-        trouble = status.get("fatal") or status.get("stopped")
-        said = f": {trouble}" if trouble else f": {status.get('sent', 0)} sent"
-        lines.append(f"-- last flush {ago(now - status['finished_at'])} ago{said}")
-    return "\n".join(lines) + "\n"
 
 
 def iso(when: float) -> str:
@@ -626,10 +688,8 @@ class _Progress:
 
     def __call__(self, report: FlushReport) -> None:
         elapsed = max(time.monotonic() - report.started, 1e-6)
-        left = max(report.due - report.handled, 0)
-        line = (
-            f"{self.prog}: {len(report.sent)} sent, {left} left, {len(report.sent) / elapsed:.1f}/s"
-        )
+        left = max(report.queued - report.seen, 0)  # not yet looked at
+        line = f"{self.prog}: {report.sent} sent, {left} left, {report.sent / elapsed:.1f}/s"
         if report.current_error:
             line += f"  [{report.current_error[:70]}]"
         # \r and "erase to end of line": the next update overwrites this one.

@@ -41,14 +41,16 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from relay import handoff
 from relay.errors import CantCreateError, DataError, NoUserError, RelayError, UsageError
 from relay.records import Record
 
+# Annotations only (`typing` at run time is start-up cost: docs/performance.md, cut 4).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from relay.config import Config
     from relay.queue import Queue
 
@@ -242,8 +244,13 @@ class _Pickup:
         self.hostname = hostname or config.hostname or _hostname()
         self.after_commit = after_commit
         # Origins of what is queued: a drop file found here was committed before a crash.
+        # Streamed (`Queue.entries`): only the origins are held, not every entry.
+        from relay.queue import Entry
+
         self.known = {
-            entry.origin: entry.id for entry in spool.scan().entries if entry.origin is not None
+            item.origin: item.id
+            for item in spool.entries()
+            if isinstance(item, Entry) and item.origin is not None
         }
 
     def one(self, name: str) -> None:

@@ -21,7 +21,9 @@ Commit protocol of `enqueue` (qmail's "what if we are killed here?" answered per
 5. fsync `new/`; only then does `enqueue` return and the caller may exit 0.
 
 Removal after delivery renames `new/<id>` to `tmp/<id>.done` (atomic), fsyncs `new/`, and
-then deletes the files: a crash can never leave half an entry in `new/`. The sidecar is
+then deletes the files: a crash can never leave half an entry in `new/`. A flush batches
+the fsync and deletes the files after its session (`Removals`: a power cut may then repeat
+a few deliveries, never lose one). The sidecar is
 updated by writing `meta.json.new`, fsync, rename over `meta.json`, fsync of the entry.
 
 Locking: `flock` on the entry's `message` file, taken without waiting, held for the whole
@@ -42,20 +44,22 @@ so `mailq` on an empty queue stays fast.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import stat
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
 
 from relay import replies
 from relay.errors import CantCreateError, IOFailure, RelayError
 from relay.records import Record
 
+# Annotations only: `typing`, `collections.abc` and `types` cost `mailq` on an empty queue
+# a good part of its start-up (docs/performance.md, cut 4); mypy takes this name as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from types import TracebackType
+    from typing import Any, Self
+
     from relay.message import Spooled
 
 SYSTEM_QUEUE_DIR = "/var/spool/mailx-relay"
@@ -72,10 +76,88 @@ MESSAGE_STEPS = replies.MESSAGE_STEPS
 SET_ASIDE_PREFIX = "offline."
 SET_ASIDE_REASON = "an offline drop file the pickup set aside (reported by that flush); never sent"
 
-_ID = re.compile(r"^[0-9]{14}\.[0-9]{6}\.[0-9]+\.[0-9a-f]{6}$")
+#: Removed entries' trees (`tmp/<id>.done`) deleted per fsync of new/ by `sweep_tmp`.
+_DONE_PER_SYNC = 1000
+#: Names read per pass over a directory by `sorted_names` (at most twice this many held).
+NAMES_PER_PASS = 8192
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Errors that mean "the disk said no" rather than "we may not create here".
 _IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
+
+
+def is_entry_name(name: str) -> bool:
+    """Whether `name` has the form of `new_id`: 14 digits, 6 digits, a pid, 6 hex digits,
+    joined by dots (the regular expression `[0-9]{14}\\.[0-9]{6}\\.[0-9]+\\.[0-9a-f]{6}`).
+
+    Hand-rolled rather than `re`: importing `re` costs `mailq` on an empty queue more than
+    the rest of this module (docs/performance.md, cut 5). Tested against the expression
+    (tests/relay/test_queue_names.py, hypothesis). `str.isdigit` alone would accept other
+    scripts' digits, hence the explicit sets.
+    """
+    parts = name.split(".")
+    if len(parts) != 4:
+        return False
+    stamp, micros, pid, rand = parts
+    return (
+        len(stamp) == 14
+        and len(micros) == 6
+        and len(rand) == 6
+        and pid != ""
+        and not (stamp + micros + pid).strip(_DIGITS)
+        and not rand.strip(_HEX)
+    )
+
+
+_DIGITS = "0123456789"
+_HEX = "0123456789abcdef"
+
+
+def sorted_names(
+    dir_fd: int, *, per_pass: int = NAMES_PER_PASS, snapshot: bool = False
+) -> Iterator[str]:
+    """The names in a directory in sorted order, holding at most 2 x `per_pass` of them.
+
+    Why not `sorted(os.listdir())`: 100,000 queued entries are 10 MiB of `str` held for
+    the whole listing or flush, where the work needs one entry at a time. So: passes over
+    the directory (os.scandir streams it), each keeping the `per_pass` smallest names
+    above the last one yielded (the candidates are sorted and cut back to `per_pass`
+    whenever they reach twice that). The directory shrinks as a flush removes entries,
+    so its later passes are short; a listing of N entries reads N x N / `per_pass` names
+    in all, about a second at 100,000.
+
+    The directory may change meanwhile: a name is never yielded twice, and a name that
+    is there from the start to the end is yielded once. With `snapshot`, names above the
+    greatest one of the first pass (entries committed after it began: ids sort by time)
+    are left out, so a flush does not chase a queue that keeps filling.
+    """
+    low: str | None = None
+    high: str | None = None
+    first = True
+    while True:
+        batch: list[str] = []
+        bound = high
+        top = ""
+        with os.scandir(dir_fd) as entries:
+            for found in entries:
+                name = found.name
+                if first and name > top:
+                    top = name
+                if (low is not None and name <= low) or (bound is not None and name > bound):
+                    continue
+                batch.append(name)
+                if len(batch) >= 2 * per_pass:
+                    batch.sort()
+                    del batch[per_pass:]
+                    bound = batch[-1]
+        batch.sort()
+        del batch[per_pass:]
+        if first and snapshot:
+            high = top
+        first = False
+        yield from batch
+        if len(batch) < per_pass:
+            return
+        low = batch[-1]
 
 
 def default_dir(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
@@ -189,6 +271,8 @@ class Entry(Record):
         return max(0.0, now - self.queued_at)
 
     def to_json(self) -> bytes:
+        import json  # lazily: `mailq` on an empty queue reads no sidecar
+
         data: dict[str, Any] = {"version": FORMAT_VERSION}
         data.update((name, getattr(self, name)) for name in _FIELDS)
         data["recipients"] = list(self.recipients)
@@ -199,6 +283,8 @@ class Entry(Record):
     @classmethod
     def from_json(cls, raw: bytes, name: str) -> Entry:
         """Parse and check a sidecar; raises ValueError saying what is wrong."""
+        import json
+
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -239,9 +325,12 @@ def _text(data: Mapping[str, Any], key: str, *, allow_empty: bool = False) -> st
     value = data.get(key)
     if not isinstance(value, str) or (not value and not allow_empty):
         raise ValueError(f"{META}: {key} missing or not a string")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if not _CONTROLS.isdisjoint(value):  # a set test in C: read once per sidecar field
         raise ValueError(f"{META}: {key} holds a control character")
     return value
+
+
+_CONTROLS = frozenset(map(chr, (*range(32), 127)))
 
 
 def _uid(value: object) -> int | None:
@@ -453,18 +542,36 @@ class Queue:
     # -- reading --------------------------------------------------------------------------
 
     def scan(self) -> Scan:
-        """Committed entries in queue order; unreadable ones listed as corrupt."""
+        """Committed entries in queue order; unreadable ones listed as corrupt.
+
+        Holds every entry: for tests and small callers. A listing or a flush of a big
+        queue goes through `entries` and `quarantined`, one entry at a time.
+        """
         found = Scan()
-        for name in sorted(os.listdir(self._new)):
+        for item in self.entries():
+            if isinstance(item, Entry):
+                found.entries.append(item)
+            else:
+                found.corrupt.append(item)
+        found.corrupt.extend(self.quarantined())
+        return found
+
+    def entries(self) -> Iterator[Entry | Corrupt]:
+        """The committed entries in queue order, read one at a time (memory: the names of
+        one pass of `sorted_names`); an unreadable one comes as `Corrupt` in its place."""
+        for name in sorted_names(self._new):
             try:
-                found.entries.append(self._load(self._new, name))
+                yield self._load(self._new, name)
             except FileNotFoundError:
                 continue  # delivered and removed while we looked
             except ValueError as err:
-                found.corrupt.append(Corrupt(name, str(err), quarantined=False))
-        for name in sorted(os.listdir(self._corrupt)):
+                yield Corrupt(name, str(err), quarantined=False)
+
+    def quarantined(self) -> Iterator[Corrupt]:
+        """What is in corrupt/, in name order, each with why it was (or is) unreadable."""
+        for name in sorted_names(self._corrupt):
             if name.startswith(SET_ASIDE_PREFIX):
-                found.corrupt.append(Corrupt(name, SET_ASIDE_REASON, quarantined=True))
+                yield Corrupt(name, SET_ASIDE_REASON, quarantined=True)
                 continue
             try:
                 self._load(self._corrupt, name)
@@ -473,12 +580,16 @@ class Queue:
                 continue
             except ValueError as err:
                 reason = str(err)
-            found.corrupt.append(Corrupt(name, reason, quarantined=True))
-        return found
+            yield Corrupt(name, reason, quarantined=True)
+
+    def names(self) -> Iterator[str]:
+        """Names in new/ in queue order, as they stand when this starts (a flush's work
+        list: entries committed after it began wait for the next flush)."""
+        return sorted_names(self._new, snapshot=True)
 
     def _load(self, parent: int, name: str) -> Entry:
         """Read an entry; ValueError says why it is corrupt, FileNotFoundError if it left."""
-        if not _ID.match(name):
+        if not is_entry_name(name):
             raise ValueError("not a queue entry name")
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -500,12 +611,14 @@ class Queue:
         return _exists(self._new, name)
 
     def count(self) -> int:
-        """Entries in new/ (a directory listing, no sidecar read)."""
-        return len(os.listdir(self._new))
+        """Entries in new/ (a directory listing, no sidecar read, no list of names)."""
+        with os.scandir(self._new) as found:
+            return sum(1 for _ in found)
 
     def find(self, wanted: str) -> str:
         """The id of the entry named `wanted` or by a unique prefix; KeyError otherwise."""
-        names = [n for n in os.listdir(self._new) if n.startswith(wanted)]
+        with os.scandir(self._new) as found:
+            names = [item.name for item in found if item.name.startswith(wanted)]
         if wanted in names:
             return wanted
         if len(names) == 1:
@@ -580,30 +693,69 @@ class Queue:
         return os.path.join(self.path, "corrupt", name)
 
     def clean_tmp(self, now: float | None = None, max_age: float = TMP_MAX_AGE) -> list[str]:
-        """Remove what crashes left in tmp/: removed entries, and abandoned writes.
+        """Remove what crashes left in tmp/: removed entries, and abandoned writes; returns
+        the names removed (`sweep_tmp` counts them instead, holding no list)."""
+        return list(self._sweep(now, max_age, done_only=False))
 
-        `<id>.done` is always junk (its removal was committed). A bare `<id>` is a write
+    def sweep_tmp(
+        self, now: float | None = None, max_age: float = TMP_MAX_AGE, *, done_only: bool = False
+    ) -> int:
+        """`clean_tmp` without the list of names (a big flush leaves many); with
+        `done_only`, removed entries only (what a flush leaves behind it)."""
+        return sum(1 for _ in self._sweep(now, max_age, done_only=done_only))
+
+    def _sweep(self, now: float | None, max_age: float, *, done_only: bool) -> Iterator[str]:
+        """`<id>.done` is always junk (its removal was committed). A bare `<id>` is a write
         in progress unless it is old.
+
+        A `.done` tree is deleted only after an fsync of new/ that followed its rename
+        (the names seen so far, then the fsync, then their deletion): the rename may be
+        one a flush has not made durable yet (`Removals`), and deleting the files of an
+        entry whose rename a power cut then undoes would turn a duplicate delivery into
+        a corrupt entry.
         """
         when = time.time() if now is None else now
-        removed = []
-        for name in os.listdir(self._tmp):
-            if not name.endswith(".done") and not _writer_is_gone(name):
-                # A write in progress touches its directory every few milliseconds; one
-                # untouched for an hour belongs to a writer that died (or hangs, and
-                # will then fail its rename and keep the message in dead.letter).
-                try:
-                    info = os.stat(name, dir_fd=self._tmp, follow_symlinks=False)
-                except FileNotFoundError:
+        done: list[str] = []
+        with os.scandir(self._tmp) as found:
+            for item in found:
+                name = item.name
+                if name.endswith(".done"):
+                    done.append(name)
+                    if len(done) >= _DONE_PER_SYNC:
+                        yield from self._remove_done(done)
+                        done.clear()
                     continue
-                if when - info.st_mtime < max_age:
+                if done_only:
                     continue
+                if not _writer_is_gone(name):
+                    # A write in progress touches its directory every few milliseconds;
+                    # one untouched for an hour belongs to a writer that died (or hangs,
+                    # and will then fail its rename and keep the message in dead.letter).
+                    try:
+                        info = os.stat(name, dir_fd=self._tmp, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if when - info.st_mtime < max_age:
+                        continue
+                if _remove_tree(self._tmp, name):
+                    yield name
+        yield from self._remove_done(done)
+
+    def _remove_done(self, names: list[str]) -> Iterator[str]:
+        if not names:
+            return
+        try:
+            os.fsync(self._new)
+        except OSError:
+            return  # left for the next sweep: removing them is only housekeeping
+        for name in names:
             if _remove_tree(self._tmp, name):
-                removed.append(name)
-        return removed
+                yield name
 
     def write_status(self, status: Mapping[str, Any]) -> None:
         """Record how a flush ended, for `mailq`; advisory, so no fsync."""
+        import json
+
         data = json.dumps(dict(status)).encode("ascii")
         temporary = f"{STATUS}.{os.getpid()}"
         try:
@@ -613,6 +765,8 @@ class Queue:
             pass  # losing the status line loses no mail
 
     def read_status(self) -> dict[str, Any] | None:
+        import json
+
         try:
             fd = os.open(STATUS, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._root)
         except OSError:
@@ -624,6 +778,110 @@ class Queue:
         finally:
             os.close(fd)
         return data if isinstance(data, dict) else None
+
+
+class Removals:
+    """The removals of one flush, made durable in batches: one fsync of new/ per
+    `EVERY` removals or `SECONDS` seconds, and at the end (`finish`), instead of one per
+    message (two thirds of a flush's time went to those fsyncs and to freeing the
+    blocks of each removed entry between two messages: docs/performance.md, section 1).
+
+    Why nothing can be lost: a removal is the rename of new/<id> to tmp/<id>.done after
+    the server's 250 (or once the message is in dead.letter). If a power cut undoes a
+    rename not yet synced, the entry is back in new/, whole (its files are deleted only
+    after the fsync that made their rename durable: `Queue.sweep_tmp`), and the next
+    flush sends it again: a duplicate, exactly as when the relay dies between the 250 and
+    the rename, the window the design already accepts (docs/architecture.md, "Queue").
+    The batch widens that window from one message to at most `EVERY` (or the messages of
+    `SECONDS`), for a power cut only: a killed process loses no rename (the kernel has
+    made it), so a SIGKILL still repeats at most the one message in flight. What must be
+    durable before anyone is told is the commit of an entry (`enqueue`), which this
+    does not touch; a deferral's sidecar update keeps its own fsync.
+    """
+
+    EVERY = 100
+    SECONDS = 1.0
+    #: Synced batches waiting for the deleter; beyond this, a batch is left in tmp/ for
+    #: the sweep at the end (memory stays bounded whatever the disk's pace).
+    BACKLOG = 20
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        #: Names renamed since the last fsync of new/ (at most EVERY, or a second's worth).
+        self.unsynced: list[str] = []
+        self.since = 0.0
+        self._deleter: _Deleter | None = None
+
+    def renamed(self, name: str) -> None:
+        """One more removal made (not yet durable): tmp/`name`.done."""
+        if not self.unsynced:
+            self.since = time.monotonic()
+        self.unsynced.append(name)
+        self.tick()
+
+    def tick(self) -> None:
+        """Sync if the batch is full or old (also called between messages, so a slow
+        server does not keep a batch unsynced while the flush waits on it)."""
+        if self.unsynced and (
+            len(self.unsynced) >= self.EVERY or time.monotonic() - self.since >= self.SECONDS
+        ):
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync new/; the batch's files may then be deleted: by a thread of their own,
+        not between two messages (freeing the blocks of 100,000 removed entries took a
+        third of a flush's time, in system calls that leave the interpreter free)."""
+        if not self.unsynced:
+            return
+        try:
+            os.fsync(self.queue._new)
+        except OSError as err:
+            raise _write_error(err, os.path.join(self.queue.path, "new")) from None
+        batch, self.unsynced = self.unsynced, []
+        if self._deleter is None:
+            self._deleter = _Deleter(self.queue._tmp, self.BACKLOG)
+        self._deleter.give(batch)
+
+    def finish(self) -> None:
+        """The last sync; then wait for the deleter, and sweep what it left."""
+        try:
+            self.sync()
+        finally:
+            if self._deleter is not None:
+                self._deleter.stop()
+                self._deleter = None
+        self.queue.sweep_tmp(done_only=True)
+
+
+class _Deleter:
+    """A thread deleting the trees of synced removals (`tmp/<id>.done`) while the flush
+    goes on sending: `unlink` and `rmdir` release the interpreter, so their disk work
+    overlaps the waits for the server. Only names whose rename an fsync of new/ has made
+    durable are given to it (`Removals.sync`)."""
+
+    def __init__(self, tmp_fd: int, backlog: int) -> None:
+        import queue as queues
+        import threading
+
+        self.tmp_fd = tmp_fd
+        self.batches: queues.Queue[list[str] | None] = queues.Queue(backlog)
+        self.thread = threading.Thread(target=self._run, name="queue-deleter", daemon=True)
+        self.thread.start()
+
+    def give(self, batch: list[str]) -> None:
+        # One producer: a queue not full now takes the batch without waiting. When the
+        # disk is behind, the batch waits in tmp/ for the sweep at the end instead.
+        if not self.batches.full():
+            self.batches.put_nowait(batch)
+
+    def stop(self) -> None:
+        self.batches.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (batch := self.batches.get()) is not None:
+            for name in batch:
+                _remove_tree(self.tmp_fd, name + ".done")
 
 
 class _Busy(Exception):
@@ -691,15 +949,24 @@ class Locked:
             attempts=attempts, last_error=one_line(error), next_try=when + wait, **changes
         )
 
-    def remove(self) -> None:
-        """Take the entry out of the queue (after delivery, or once it is in dead.letter)."""
+    def remove(self, batch: Removals | None = None) -> None:
+        """Take the entry out of the queue (after delivery, or once it is in dead.letter).
+
+        Alone: rename, fsync new/, delete the files. With `batch` (a flush): the rename
+        only; the batch makes it durable with others and has the files deleted outside
+        the send loop (`Removals` says why nothing can be lost that way).
+        """
         queue, name = self.queue, self.entry.id
         try:
             os.rename(name, name + ".done", src_dir_fd=queue._new, dst_dir_fd=queue._tmp)
-            os.fsync(queue._new)
+            if batch is None:
+                os.fsync(queue._new)
         except OSError as err:
             raise _write_error(err, os.path.join(queue.path, "new")) from None
-        _remove_tree(queue._tmp, name + ".done")
+        if batch is None:
+            _remove_tree(queue._tmp, name + ".done")
+        else:
+            batch.renamed(name)
 
     def to_dead_letter(self, reason: str, recipients: Sequence[str] | None = None) -> str:
         """Append the message to its submitter's dead.letter, saying why; returns the path.
@@ -748,7 +1015,7 @@ def _writer_is_gone(name: str) -> bool:
     burst of senders otherwise leaves its partial messages for an hour). A pid that was
     reused by another process only delays the removal to the age rule: never too early.
     """
-    if not _ID.match(name):
+    if not is_entry_name(name):
         return False
     pid = int(name.split(".")[2])
     if pid == os.getpid():

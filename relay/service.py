@@ -26,10 +26,11 @@ import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from relay.errors import ConfigError, DataError, RelayError, TempFailError, UnavailableError
 
+# Annotations only (`typing` at run time is start-up cost: docs/performance.md, cut 4).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import io
     from collections.abc import Callable, Sequence
@@ -219,14 +220,18 @@ def listing(config: Config, uid: int) -> bytes:
     import json
 
     from relay import deadletter
-    from relay.queue import Queue, queue_dir
+    from relay.queue import Entry, Queue, queue_dir
 
     path = queue_dir(config.queue_dir)
     entries: list[object] = []
     try:
         with Queue.open(path, create=False) as queue:
-            scan = queue.scan()
-        entries = [json.loads(e.to_json()) for e in scan.entries if e.uid == uid]
+            # Streamed: the peer's entries are held, not the whole system queue's.
+            entries = [
+                json.loads(e.to_json())
+                for e in queue.entries()
+                if isinstance(e, Entry) and e.uid == uid
+            ]
     except FileNotFoundError:
         pass
     dead = [

@@ -90,7 +90,6 @@ MAILQ_EMPTY = (
     (_RELAY_CORE | _TYPING | _SITE) - {"relay.cli"}
     | {"relay.mailq", "relay.config", "relay.queue", "relay.records", "relay.replies"}
     | {"errno"}
-    | {"json", "json.decoder", "json.encoder", "json.scanner", "_json"}  # diet (relay.queue:45)
 )
 SEND = VERSION | {
     "relay.aliases",

@@ -29,6 +29,7 @@ from relay.queue import Entry, Locked, Queue
 from relay.submission import submit
 from tests.mailhub import MailHub, MailHubFactory, closed_port, dead_letters
 from tests.relayconf import PASSWORD, write_config
+from tests.scripted_smtp import ScriptedSMTP
 
 # The submitter is the user running the flush (their own queue): its dead.letter is
 # theirs to write. Another uid's entries go to the spool's dead area (test_system_queue).
@@ -69,6 +70,17 @@ def verbs(hub: MailHub) -> collections.Counter[str]:
     return collections.Counter(command.split()[0] for command in hub.commands)
 
 
+#: The reply to the data after which `_OneMessagePerConnection` closes the connection.
+_LAST = "250 2.0.0 queued; one message per connection, goodbye"
+
+
+class _OneMessagePerConnection(ScriptedSMTP):
+    """Takes one message per connection (the 250 to its data), then closes it."""
+
+    def _answer(self, sock: Any, reply: str) -> bool:
+        return super()._answer(sock, reply) and reply != _LAST
+
+
 def by_id(config: Config) -> dict[str, Entry]:
     return {entry.message_id or "": entry for entry in pending(config)}
 
@@ -90,9 +102,9 @@ class TestOneSession:
         assert hub.connections == 1
         counted = verbs(hub)
         assert (counted["STARTTLS"], counted["AUTH"], counted["MAIL"]) == (1, 1, 6)
-        assert counted["RSET"] == 5  # between messages
+        assert counted["RSET"] == 0  # after a 250 to the data the next MAIL follows (RFC 5321 3.3)
         assert all(m.tls and m.auth_user == "alice" for m in hub.messages)
-        assert (len(report.sent), report.left, report.connections) == (6, 0, 1)
+        assert (report.sent, report.left, report.connections) == (6, 0, 1)
         assert report.exit_code() == 0
         assert pending(config) == []
 
@@ -127,8 +139,8 @@ class TestOneSession:
         assert [e.attempts for e in pending(down)] == [1, 1, 1]
         hub = mailhub()
         up = configure(tmp_path, hub)
-        assert len(flush(up).sent) == 3
-        assert len(flush(up).sent) == 0
+        assert flush(up).sent == 3
+        assert flush(up).sent == 0
         assert len(hub.messages) == 3
         assert len(set(received_ids(hub))) == 3
         assert dead_letters(tmp_path) == []
@@ -270,17 +282,36 @@ class TestConnectionLoss:
         assert "deliver it twice" in (left[ids[0]].last_error or "")
         assert left[ids[0]].next_try > left[ids[0]].queued_at  # backs off
         hub2 = mailhub()
-        assert len(flush(configure(tmp_path, hub2), force=True).sent) == 3
+        assert flush(configure(tmp_path, hub2), force=True).sent == 3
         assert sorted(received_ids(hub2)) == sorted(ids)
 
-    def test_server_closing_between_messages_costs_a_reconnect_each(
+    def test_server_closing_between_messages_costs_a_reconnect_each(self, tmp_path: Path) -> None:
+        # A server with a one-message-per-connection limit: the 250 to the data, then it
+        # closes. No RSET follows a completed transaction, so the flush finds out at the
+        # next MAIL, and sends that message again over a new session (nothing of it went
+        # through the closed one: no duplicate).
+        enqueue(tmp_path, 3)
+        with _OneMessagePerConnection(replies={"EOD": _LAST}) as server:
+            report = flush(configure(tmp_path, None, mailhub=f"127.0.0.1:{server.port}"))
+            assert len(server.messages) == 3
+            assert (server.connections, report.connections, report.stopped) == (3, 3, None)
+            assert (report.sent, report.left) == (3, 0)
+
+    def test_rset_only_after_a_transaction_that_did_not_complete(
         self, tmp_path: Path, mailhub: MailHubFactory
     ) -> None:
-        ids = enqueue(tmp_path, 3)
-        hub = mailhub(disconnect_after="RSET")
+        enqueue(tmp_path, 1, recipients=("alice@example.com",))
+        enqueue(tmp_path, 1, recipients=("nobody@example.com",))
+        enqueue(tmp_path, 2, recipients=("alice@example.com",))
+        hub = mailhub(rcpt_faults={"nobody@example.com": (550, "5.1.1 no such user")})
         report = flush(configure(tmp_path, hub))
-        assert received_ids(hub) == ids
-        assert (hub.connections, report.connections, report.stopped) == (3, 3, None)
+        assert (report.sent, len(report.failed), report.connections) == (3, 1, 1)
+        order = [c.split()[0] for c in hub.commands if c.split()[0] in ("MAIL", "RSET")]
+        # The refused one is reset (by the session, and again by the flush before the
+        # next message, as before); the accepted ones are followed by the next MAIL.
+        assert order[:2] == ["MAIL", "MAIL"]
+        assert order[2] == "RSET" and order[-2:] == ["MAIL", "MAIL"]
+        assert order.count("MAIL") == 4
 
     def test_closed_before_data_retries_the_same_entry_once(
         self, tmp_path: Path, mailhub: MailHubFactory
@@ -312,7 +343,7 @@ class TestSchedule:
             report = flush(config)
             assert (report.due, report.waiting, hub.connections) == (0, 1, 0)
             clock.tick(31)
-            assert len(flush(config).sent) == 1
+            assert flush(config).sent == 1
 
     def test_backoff_doubles(self, tmp_path: Path, mailhub: MailHubFactory) -> None:
         with freeze_time("2027-03-01 12:00:00") as clock:
@@ -384,7 +415,7 @@ class TestConcurrency:
         counted = collections.Counter(received_ids(hub))
         assert sorted(counted) == sorted(ids)
         assert set(counted.values()) == {1}
-        assert sum(len(r.sent) for r in reports) == 30
+        assert sum(r.sent for r in reports) == 30
         assert pending(config) == []
 
 
@@ -431,7 +462,7 @@ class TestStoredForm:
         config = configure(tmp_path, None)
         (entry,) = pending(config)
         assert entry.mailhub == f"{hub.host}:{hub.port}"
-        assert len(flush(config).sent) == 1
+        assert flush(config).sent == 1
         assert received_ids(hub) == [msgid]
 
     def test_status_records_how_the_flush_ended(self, tmp_path: Path) -> None:

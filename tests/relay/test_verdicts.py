@@ -273,7 +273,7 @@ class TestFlush:
         report = flush(config)
         assert server.connections == 2  # closed before any data: one reconnect
         assert server.messages == []
-        assert report.exit_code() == 0 and report.sent == []
+        assert report.exit_code() == 0 and report.sent == 0
         (entry,) = pending(config)
         assert entry.attempts == 1
         assert entry.next_try == pytest.approx(entry.queued_at, abs=120)  # no back-off
