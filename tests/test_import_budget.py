@@ -11,9 +11,9 @@ with the repository and the venv's site-packages on sys.path, and compares the m
 loaded when the command returned with those of a bare interpreter that did nothing. A
 module outside the path's list fails the test: add it to the list only with a reason.
 
-The lists are what the paths load today. Entries marked `# diet` are the ones the import
-diet is to remove (docs/performance.md says where each comes from and the proposed cut);
-when a cut lands, delete its entries here so that they cannot come back.
+The lists are what the paths load today, after the import diet
+(docs/performance.md has what each cut removed and what it gained); `NEVER` names the
+modules no hot path may list at all.
 """
 
 from __future__ import annotations
@@ -42,36 +42,6 @@ SITE = [p for p in site.getsitepackages() if os.path.isdir(p)]
 
 #: The package itself on the shortest paths (sendmail -V, usage errors).
 _RELAY_CORE = {"relay", "relay.cli", "relay.entry", "relay.errors"}
-#: The diet's first target: `typing` at run time and what it drags in. Out of the relay's
-#: own paths (VERSION, USAGE, SEND, HAND_OFF); still on the paths through relay.mailq,
-#: relay.queue and mailx, which list it below.
-_TYPING = {
-    "typing",  # diet
-    "_typing",  # diet
-    "typing.io",  # diet (names typing puts in sys.modules)
-    "typing.re",  # diet
-    "collections.abc",  # diet (typing's; `from collections.abc import` at run time too)
-    "warnings",  # diet (typing's)
-    "contextlib",  # diet (typing's, and relay.entry's)
-    "re",  # diet (typing's; relay.envelope, relay.message, relay.queue, relay.deadletter)
-    "re._casefix",  # diet
-    "re._compiler",  # diet
-    "re._constants",  # diet
-    "re._parser",  # diet
-    "_sre",  # diet
-    "copyreg",  # diet (re's)
-    "enum",  # diet (re's)
-    "functools",  # diet (re's, enum's)
-    "_functools",  # diet
-    "collections",  # diet (functools', typing's)
-    "_collections",  # diet
-    "itertools",  # diet
-    "keyword",  # diet
-    "operator",  # diet
-    "_operator",  # diet
-    "reprlib",  # diet
-    "types",  # diet (enum's, functools'; relay.config's MappingProxyType)
-}
 #: What the interpreter loads anyway once `site` runs (no cost to a real command).
 _SITE = {
     "os",
@@ -87,7 +57,7 @@ _SITE = {
 VERSION = _RELAY_CORE | _SITE
 USAGE = VERSION
 MAILQ_EMPTY = (
-    (_RELAY_CORE | _TYPING | _SITE) - {"relay.cli"}
+    (_RELAY_CORE | _SITE) - {"relay.cli"}
     | {"relay.mailq", "relay.config", "relay.queue", "relay.records", "relay.replies"}
     | {"errno"}
 )
@@ -109,15 +79,6 @@ SEND = VERSION | {
     "_signal",  # not `signal` (its enum conversion): relay/interrupt.py
     "time",
     "_socket",  # not `socket` (its enum conversion): relay/smtp_wire.py
-}
-#: `socket` and what it brings: off the relay's send path (the C module under it is used
-#: directly), still on the paths that import it for other reasons.
-_SOCKET = {
-    "socket",
-    "selectors",
-    "select",
-    "math",  # socket's (selectors)
-    "array",  # socket's
 }
 HAND_OFF = VERSION | {
     "relay.client",
@@ -148,6 +109,21 @@ MAIL_ALIAS = _MAIL_RELAY - {"relay.cli", "relay.credentials"} | {
     "math",  # mailx/plain.py's Date (rounding the fraction of a second as datetime does)
     "codecs",  # already loaded by the interpreter's own start
 }
+
+
+#: What no hot path may load at all (docs/architecture.md, "Start-up time"): the lists
+#: above are checked against it, so that adding one of these to a list fails too.
+NEVER = {"typing", "re", "dataclasses", "email", "ssl", "smtplib", "socket", "signal", "json"}
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [VERSION, USAGE, MAILQ_EMPTY, SEND, HAND_OFF, MAIL_ALIAS],
+    ids=["version", "usage", "mailq-empty", "send", "hand-off", "mail-alias"],
+)
+def test_no_hot_path_may_list_a_heavy_module(allowed: set[str]) -> None:
+    listed = {name for name in allowed if name.split(".")[0] in NEVER}
+    assert not listed, f"a hot path lists {sorted(listed)}"
 
 
 # -- the harness ----------------------------------------------------------------------------
