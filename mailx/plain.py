@@ -1,7 +1,7 @@
 """A simple message written as bytes, without the `email` package (`build`, `Plain`).
 
 Why: `email.policy` and its header parser are the largest block of `mail`'s start-up
-(docs/performance.md, section 3), and the message of a cron job or a script is nearly
+(docs/performance.md, section 2), and the message of a cron job or a script is nearly
 always the same shape: a text body, a subject, a few plain addresses. For that shape
 `build` writes the same bytes `mailx.compose.build` gets from the `email` package:
 s-nail's header order, the Date as `email.utils.format_datetime` writes a local time,

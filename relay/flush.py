@@ -59,7 +59,7 @@ from relay.errors import (
 from relay.queue import Corrupt, Queue, Removals, is_entry_name, queue_dir
 from relay.records import Record
 
-# Annotations only (`typing` at run time is start-up cost: docs/performance.md, cut 4).
+# Annotations only (`typing` at run time is start-up cost: docs/architecture.md, "Start-up time").
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence

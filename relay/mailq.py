@@ -33,7 +33,7 @@ from relay.errors import (
     UsageError,
 )
 
-# Annotations only (`typing` at run time is start-up cost: docs/performance.md, cut 4).
+# Annotations only (`typing` at run time is start-up cost: docs/architecture.md, "Start-up time").
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

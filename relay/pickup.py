@@ -46,7 +46,7 @@ from relay import handoff
 from relay.errors import CantCreateError, DataError, NoUserError, RelayError, UsageError
 from relay.records import Record
 
-# Annotations only (`typing` at run time is start-up cost: docs/performance.md, cut 4).
+# Annotations only (`typing` at run time is start-up cost: docs/architecture.md, "Start-up time").
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -53,7 +53,7 @@ from relay.errors import CantCreateError, IOFailure, RelayError
 from relay.records import Record
 
 # Annotations only: `typing`, `collections.abc` and `types` cost `mailq` on an empty queue
-# a good part of its start-up (docs/performance.md, cut 4); mypy takes this name as true.
+# a good part of its start-up (docs/architecture.md, "Start-up time"); mypy takes this name as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -90,8 +90,8 @@ def is_entry_name(name: str) -> bool:
     joined by dots (the regular expression `[0-9]{14}\\.[0-9]{6}\\.[0-9]+\\.[0-9a-f]{6}`).
 
     Hand-rolled rather than `re`: importing `re` costs `mailq` on an empty queue more than
-    the rest of this module (docs/performance.md, cut 5). Tested against the expression
-    (tests/relay/test_queue_names.py, hypothesis). `str.isdigit` alone would accept other
+    the rest of this module (docs/architecture.md, "Start-up time"). Tested against the
+    expression (tests/relay/test_queue_names.py, hypothesis). `str.isdigit` alone would accept other
     scripts' digits, hence the explicit sets.
     """
     parts = name.split(".")
@@ -784,7 +784,7 @@ class Removals:
     """The removals of one flush, made durable in batches: one fsync of new/ per
     `EVERY` removals or `SECONDS` seconds, and at the end (`finish`), instead of one per
     message (two thirds of a flush's time went to those fsyncs and to freeing the
-    blocks of each removed entry between two messages: docs/performance.md, section 1).
+    blocks of each removed entry between two messages: docs/performance.md, section 3).
 
     Why nothing can be lost: a removal is the rename of new/<id> to tmp/<id>.done after
     the server's 250 (or once the message is in dead.letter). If a power cut undoes a

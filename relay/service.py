@@ -29,7 +29,7 @@ import time
 
 from relay.errors import ConfigError, DataError, RelayError, TempFailError, UnavailableError
 
-# Annotations only (`typing` at run time is start-up cost: docs/performance.md, cut 4).
+# Annotations only (`typing` at run time is start-up cost: docs/architecture.md, "Start-up time").
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import io

@@ -12,8 +12,8 @@ pyvenv.cfg; without it sys.prefix and sysconfig's paths are the base interpreter
 VENV is where the venv is now (under DESTDIR when staging), FINAL where it will be run
 from (PREFIX/venv): every path written into a script names FINAL.
 
-Why not pip's console scripts (docs/performance.md, section 3, "Cut 1"): pip's wrapper
-runs `import re` (to strip a Windows suffix from argv[0]) and runs under `site`, which on
+Why not pip's console scripts (docs/performance.md, section 2): pip's wrapper runs
+`import re` (to strip a Windows suffix from argv[0]) and runs under `site`, which on
 Debian loads sitecustomize (the apport hook) and the .pth files of site-packages
 (setuptools' distutils-precedence.pth): about 7 ms or more of every cron job's `sendmail`,
 before a line of ours runs. Ours are, for each console script the installed distribution

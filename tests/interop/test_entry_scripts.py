@@ -3,7 +3,7 @@
 `make install` (PREFIX in tmp, nothing outside it) once per module, then: the scripts run
 `python -IS`, name the installed package's console scripts, deliver to a MailHub, load
 neither `site` nor anything of their own before the entry module (no `re`, no `typing`:
-the cost of pip's wrapper, docs/performance.md "Cut 1"), ignore PYTHON* variables, keep
+the cost of pip's wrapper, docs/performance.md, section 2), ignore PYTHON* variables, keep
 MAILX_RELAY_DEBUG, and find every module byte-compiled and fresh.
 """
 
