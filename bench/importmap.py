@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import importtime_argv
+from run import build_dir, importtime_argv
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -79,7 +79,7 @@ def main() -> int:
         at = args.index("--json")
         out_json = args[at + 1]
         del args[at : at + 2]
-    bins = [Path(a) for a in args] or [HERE / "build" / "venv" / "bin", ROOT / ".venv" / "bin"]
+    bins = [Path(a) for a in args] or [build_dir() / "venv" / "bin", ROOT / ".venv" / "bin"]
     work = Path(tempfile.mkdtemp(prefix="mailx-relay-importmap-"))
     work.chmod(0o755)
     server = subprocess.Popen(

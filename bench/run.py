@@ -34,11 +34,13 @@ of the same message to the same immediate-ACK server. Both sides start under `se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -103,6 +105,39 @@ def source_hash() -> str:
     return digest.hexdigest()
 
 
+def reachable_by_everyone(path: Path) -> bool:
+    """Whether every directory above `path` lets any user through (o+x)."""
+    return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.parents)
+
+
+def build_dir() -> Path:
+    """Where the installed form is built: bench/build, or /var/tmp when that is out of reach.
+
+    T9 runs the installed `sendmail` as uid 65534, which must be able to reach it: a clone
+    inside a 0700 directory (a `mktemp -d`, a private home) cannot be, so the build goes to
+    a directory of its own under /var/tmp, named after the checkout so that a second
+    `make bench` of the same sources reuses it. That directory is created 0755 by this
+    user; anything else found under its name (a symlink, another owner, a writable mode)
+    is refused rather than trusted.
+    """
+    if reachable_by_everyone(BUILD):
+        return BUILD
+    name = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    build = Path("/var/tmp") / f"mailx-relay-bench-{os.geteuid()}-{name}"
+    with contextlib.suppress(FileExistsError):
+        build.mkdir(mode=0o755)
+    info = os.lstat(build)
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        raise SystemExit(f"bench: {build} is not a directory of ours (0755): remove it")
+    build.chmod(0o755)
+    say(f"{BUILD} is out of reach of uid 65534 (T9): building the installed form in {build}")
+    return build
+
+
 def candidate_bin() -> Path:
     """The directory of the candidate's commands (installed form unless BENCH_CANDIDATE=dev).
 
@@ -116,16 +151,17 @@ def candidate_bin() -> Path:
     python = os.environ.get("INSTALL_PYTHON") or (
         "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     )
-    venv = BUILD / "venv"
+    build = build_dir()
+    venv = build / "venv"
     stamp = venv / ".bench-source"
     wanted = source_hash() + " " + python
     if stamp.exists() and stamp.read_text() == wanted:
         return venv / "bin"
-    say(f"building the installed form: PREFIX={BUILD} INSTALL_PYTHON={python} tools/install.sh")
-    shutil.rmtree(BUILD, ignore_errors=True)
+    say(f"building the installed form: PREFIX={build} INSTALL_PYTHON={python} tools/install.sh")
+    shutil.rmtree(build, ignore_errors=True)
     env = dict(
-        os.environ, PREFIX=str(BUILD), DESTDIR="", SBIN="", LINK_BIN="", INSTALL_PYTHON=python,
-        UNIT_DIR=str(BUILD / "units"), SPOOL_DIR=str(BUILD / "spool"), ALTERNATIVES="",
+        os.environ, PREFIX=str(build), DESTDIR="", SBIN="", LINK_BIN="", INSTALL_PYTHON=python,
+        UNIT_DIR=str(build / "units"), SPOOL_DIR=str(build / "spool"), ALTERNATIVES="",
     )  # fmt: skip
     done = subprocess.run(
         ["sh", str(ROOT / "tools" / "install.sh")], env=env, capture_output=True, text=True,
