@@ -25,7 +25,7 @@ import os
 import sys
 
 from relay import InternalError, NoInputError, RelayError, UsageError
-from relay.records import Record
+from relay.records import ReadOnlyMapping, Record
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
@@ -65,10 +65,7 @@ even one starting with -). After the recipients, `-- ARG...` passes ARGs to
 the MTA when the variable expandargv is set. See mail(1)."""
 
 
-#: `types.MappingProxyType`, which `types` itself takes from here: the settings are read
-#: only, and the module `types` is not worth importing for the name.
-_MappingProxy = type(type.__dict__)
-_EMPTY: Mapping[str, str | None] = _MappingProxy({})
+_EMPTY: Mapping[str, str | None] = ReadOnlyMapping({})
 
 
 class Request(Record):
@@ -270,7 +267,7 @@ def parse_args(argv: Sequence[str]) -> Request:
         bcc=tuple(parsed["-b"]),
         attachments=tuple(parsed["-a"]),
         from_=parsed["-r"],
-        settings=_MappingProxy(settings),
+        settings=ReadOnlyMapping(settings),
         headers=tuple(parsed["-C"]),
         quote_file=parsed["-q"],
         dry_run=bool(parsed["-d"]),

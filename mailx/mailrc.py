@@ -45,7 +45,7 @@ from relay import (
 from relay import (
     Recipient as Recipient,  # re-exported: mail's recipient is relay's model
 )
-from relay.records import Record
+from relay.records import Record, Value
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
@@ -164,20 +164,11 @@ SYSTEM_RC = "/etc/mail.rc"
 
 
 # --- the parse tree -------------------------------------------------------------------
+# Values (`relay.records.Value`: hashable), as the frozen dataclasses they were; not
+# dataclasses, whose import (`inspect`) and generated code cost every `mail` its start.
 
 
-class _Value(Record):
-    """A record that is a value: hashable, as the frozen dataclasses these were. (Plain
-    `__slots__` classes, not dataclasses: `dataclasses` imports `inspect` and generates
-    code for each class at import, a good part of every `mail`'s start-up.)"""
-
-    __slots__ = ()
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(tuple(getattr(self, name) for name in self._fields()))
-
-
-class Diagnostic(_Value):
+class Diagnostic(Value):
     """A problem found while reading a mail.rc: `path:line: message`."""
 
     __slots__ = ("line", "message", "path", "severity")
@@ -199,7 +190,7 @@ class Diagnostic(_Value):
         return f"{where}: {self.message}"
 
 
-class Var(_Value):
+class Var(Value):
     """A `$name` or `${name}` reference inside a word, expanded when the command runs."""
 
     __slots__ = ("name",)
@@ -210,7 +201,7 @@ class Var(_Value):
         self.name = name
 
 
-class Word(_Value):
+class Word(Value):
     """One argument after quote removal; `start`/`end` are offsets of its source text."""
 
     __slots__ = ("end", "pieces", "start")
@@ -234,7 +225,7 @@ class Word(_Value):
         return "".join(p if isinstance(p, str) else lookup(p.name) for p in self.pieces)
 
 
-class LogicalLine(_Value):
+class LogicalLine(Value):
     """Physical lines joined by continuations; offsets span them with their line ends."""
 
     __slots__ = ("dangling", "end", "first", "last", "start")
@@ -254,7 +245,7 @@ class LogicalLine(_Value):
         self.dangling = dangling
 
 
-class Statement(_Value):
+class Statement(Value):
     """One command: `kind` is what this module does with it (`alias`, `set`, `skip`...)."""
 
     __slots__ = ("command", "end", "error", "kind", "line", "logical", "start", "words")
@@ -289,7 +280,7 @@ class Statement(_Value):
         self.error = error
 
 
-class RcFile(_Value):
+class RcFile(Value):
     """A parsed mail.rc: its text, logical lines, statements and syntax diagnostics."""
 
     __slots__ = ("diagnostics", "lines", "path", "statements", "text")
@@ -752,7 +743,7 @@ def parse_recipient(text: str) -> Recipient:
 # --- evaluation -----------------------------------------------------------------------
 
 
-class Member(_Value):
+class Member(Value):
     """One alias member as written (after quote removal) and where it was written."""
 
     __slots__ = ("line", "path", "text")
@@ -767,7 +758,7 @@ class Member(_Value):
         self.line = line
 
 
-class AliasCommand(_Value):
+class AliasCommand(Value):
     """An `alias` or `unalias` statement with its expanded words, for `mail-alias`.
 
     `args` is (name, member...) for alias and (name...) for unalias; `active` is False in

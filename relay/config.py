@@ -18,11 +18,11 @@ import os
 import stat
 
 from relay.errors import ConfigError
-from relay.records import ReadOnlyMapping, Record
+from relay.records import ReadOnlyMapping, Record, TupleValue
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 DEFAULT_PATH = "/etc/ssmtp/ssmtp.conf"
@@ -31,26 +31,15 @@ DEFAULT_MAX_AGE = 5 * 24 * 3600
 _NOTHING: Mapping[str, Any] = ReadOnlyMapping({})
 
 
-class Mailhub(Record):
-    """Where to send: a host and a port (hashable: a value, used as a key)."""
+class Mailhub(TupleValue):
+    """Where to send: a host and a port (a value, used as a key; it was a NamedTuple)."""
 
     __slots__ = ("host", "port")
+    _order = ("host", "port")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-
-    # It was a NamedTuple: it still unpacks, and compares equal to the same tuple.
-    def __iter__(self) -> Iterator[str | int]:
-        return iter((self.host, self.port))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, tuple):
-            return (self.host, self.port) == other
-        return super().__eq__(other)
-
-    def __hash__(self) -> int:  # type: ignore[override]  # a value: hashable again
-        return hash((self.host, self.port))
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -225,9 +214,6 @@ class Config(Record):
         self.revaliases_path = revaliases_path
         self.sources = sources
         self.warnings = warnings
-
-    #: The NamedTuple spelling, kept for callers of the public API.
-    _replace = Record.replace
 
     @property
     def secure(self) -> bool:
@@ -517,13 +503,7 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
     if os.path.exists(rev_path):
         rev_text, _ = _read(rev_path)
         revaliases = parse_revaliases(rev_text, rev_path)
-    return _replace(
-        config, revaliases=revaliases, revaliases_path=rev_path, warnings=tuple(warnings)
-    )
-
-
-def _replace(config: Config, **changes: object) -> Config:
-    return config.replace(**changes)
+    return config.replace(revaliases=revaliases, revaliases_path=rev_path, warnings=tuple(warnings))
 
 
 def _read(path: str) -> tuple[str, os.stat_result]:

@@ -148,7 +148,7 @@ def quote_from_lines(text: bytes) -> bytes:
     """mboxrd: one more `>` before every line that is `From ` after any `>`s. What
     `re.sub(rb"^(>*From )", rb">\1", text, flags=re.MULTILINE)` does, without `re`,
     which this module (on every `sendmail`'s path) would import for this alone; held to
-    that expression by tests/relay/test_deadletter.py."""
+    that expression by tests/relay/test_scanners.py."""
     if b"From " not in text:
         return text
     lines = text.split(b"\n")

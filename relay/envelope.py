@@ -23,38 +23,27 @@ from relay.config import Config, Mailhub
 from relay.errors import DataError, NoUserError, RelayError
 from relay.plain import PLAIN_ADDRESS, PLAIN_NAME
 from relay.recipients import dedupe, dedupe_key, envelope_address
-from relay.records import Record
+from relay.records import Record, TupleValue
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
 #: ssmtp's MAXSYSUID + 1: accounts below this are system accounts, mail for them goes to root=.
 FIRST_USER_UID = 1000
 
 
-class Identity(Record):
-    """The invoking user, as the operating system knows them (a value, hashable)."""
+class Identity(TupleValue):
+    """The invoking user, as the operating system knows them (a value; it was a NamedTuple)."""
 
     __slots__ = ("full_name", "login", "uid")
+    _order = ("login", "uid", "full_name")
 
     def __init__(self, login: str, uid: int, full_name: str | None) -> None:
         self.login = login
         self.uid = uid
         self.full_name = full_name
-
-    # It was a NamedTuple: it still unpacks, and compares equal to the same tuple.
-    def __iter__(self) -> Iterator[str | int | None]:
-        return iter((self.login, self.uid, self.full_name))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, tuple):
-            return (self.login, self.uid, self.full_name) == other
-        return super().__eq__(other)
-
-    def __hash__(self) -> int:  # type: ignore[override]  # a value: hashable again
-        return hash((self.login, self.uid, self.full_name))
 
 
 def current_identity() -> Identity:

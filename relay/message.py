@@ -47,7 +47,7 @@ _NAME_OCTETS = bytes(range(0x21, 0x3A)) + bytes(range(0x3B, 0x7F))
 def is_field(line: bytes) -> bool:
     """Whether `line` starts a header field: `re.match(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:",
     line)`, scanned with bytes methods (`re` costs every `sendmail` its import; held to
-    that expression by tests/relay/test_message.py). The name cannot hold a colon, so it
+    that expression by tests/relay/test_scanners.py). The name cannot hold a colon, so it
     is what comes before the first one, less the spaces and tabs before the colon."""
     name, colon, _rest = line.partition(b":")
     name = name.rstrip(b" \t")

@@ -13,7 +13,7 @@ Scanned with str methods, not `re`: the regular expressions these replace,
     PLAIN_NAME = [A-Za-z0-9_'+-]+(?: [A-Za-z0-9_'+-]+)*
 
 cost the send path the import of `re` (and `enum`, `functools`, ...) and their compiles,
-several milliseconds of every `sendmail`. tests/relay/test_fast_paths.py holds the
+several milliseconds of every `sendmail`. tests/relay/test_scanners.py holds the
 scanners to those expressions (the same answer on generated and hostile input).
 """
 

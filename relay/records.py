@@ -11,6 +11,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import MappingProxyType
     from typing import Any, Self
 
@@ -50,3 +51,36 @@ class Record:
         if changes:
             raise TypeError(f"{type(self).__name__} has no field {', '.join(changes)}")
         return copy
+
+
+class Value(Record):
+    """A record that is a value: hashable (a dict key, a set member), as a frozen
+    dataclass or a NamedTuple would be. Never assign to one after it is made."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]  # Record's is None
+        return hash(tuple(getattr(self, name) for name in self._fields()))
+
+
+class TupleValue(Value):
+    """A value that was a NamedTuple: it still unpacks in `_order`, compares equal to
+    that tuple, and hashes as it (so either finds the other in a dict)."""
+
+    __slots__ = ()
+    #: The NamedTuple's field order (its slots are sorted, as everywhere).
+    _order: tuple[str, ...] = ()
+
+    def _as_tuple(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._order)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._as_tuple())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, tuple):
+            return self._as_tuple() == other
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:  # type: ignore[override]  # Record's is None
+        return hash(self._as_tuple())
