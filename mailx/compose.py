@@ -76,6 +76,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 
 from mailx.draft import (
+    BINARY_BYTES,
+    CONTROL_BYTES,
     MAX_LINE,
     MAX_LOCAL_PART,
     Draft,
@@ -117,10 +119,8 @@ MAX_DOMAIN = 255
 
 _PREAMBLE = "This is a multi-part message in MIME format."
 
-#: Bytes file(1) does not count as text: binary content.
-_BINARY = re.compile(rb"[\x00-\x06\x0e-\x1a\x1c-\x1f\x7f]")
-#: Control bytes legal in 7bit data but safer encoded (everything but TAB, CR, LF).
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BINARY = re.compile(b"[" + re.escape(BINARY_BYTES) + b"]")
+_CONTROL = re.compile(b"[" + re.escape(CONTROL_BYTES) + b"]")
 _LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE + 1))
 _FROM_LINE = re.compile(rb"(?:\A|[\r\n])From ")
 _BARE_CR = re.compile(rb"\r(?!\n)")

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 #: RFC 5322 section 2.1.1: a line, without its CRLF, is at most 998 octets.
 MAX_LINE = 998
+#: Bytes file(1) does not count as text: binary content (`mailx.compose` and
+#: `mailx.plain` both decide by these).
+BINARY_BYTES = bytes([*range(0x00, 0x07), *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F])
+#: Control bytes legal in 7bit data but safer encoded (everything but TAB, CR, LF).
+CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 
 #: RFC 5321 section 4.5.3.1.1 and 4.5.3.1.2.

@@ -20,10 +20,17 @@ declines rather than guesses.
 
 from __future__ import annotations
 
-import os
-
-from mailx.draft import MAX_LINE, _one_line, _recipient_lists, default_user_agent
+from mailx.draft import (
+    BINARY_BYTES,
+    CONTROL_BYTES,
+    MAX_LINE,
+    _one_line,
+    _recipient_lists,
+    default_user_agent,
+)
 from relay import DataError
+from relay.message import format_date, make_msgid
+from relay.plain import is_atom_words, is_dot_atom
 
 TYPE_CHECKING = False  # `typing` is not imported at run time, only for checkers
 if TYPE_CHECKING:
@@ -38,12 +45,6 @@ WIDTH = 74
 #: message with: the headers on the wire are folded to it.
 SMTP_WIDTH = 78
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-#: RFC 5322 section 3.2.3 atext: what a dot-atom local part and an atom may hold.
-_ATEXT = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
-)
 #: What an IDNA (A-label) host name holds.
 _DOMAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
 #: Octets of a base64 line at WIDTH (72 characters), as the email package cuts them.
@@ -136,7 +137,7 @@ def build(draft: Draft, clock: float) -> Plain | None:
             return None
         headers.append(("Subject", subject))
     if from_domain is not None:
-        message_id = _message_id(from_domain)
+        message_id = make_msgid(from_domain)
         if len("Message-ID: ") + len(message_id) > WIDTH:
             return None
         headers.append(("Message-ID", message_id))
@@ -178,19 +179,15 @@ def _address(recipient: Recipient) -> str | None:
             return None
     else:
         return None
-    if not _is_dot_atom(local):
+    if not is_dot_atom(local):
         return None
     addr_spec = f"{local}@{domain}" if domain else local
     name = recipient.display_name
     if not name:
         return addr_spec
-    if not all(word and all(ch in _ATEXT for ch in word) for word in name.split(" ")):
+    if not is_atom_words(name):
         return None
     return f"{name} <{addr_spec}>"
-
-
-def _is_dot_atom(text: str) -> bool:
-    return bool(text) and all(atom and all(ch in _ATEXT for ch in atom) for atom in text.split("."))
 
 
 def _subject(text: str) -> str | None:
@@ -229,39 +226,19 @@ def _fold(name: str, value: str, width: int) -> list[str]:
 
 
 def _date(clock: float) -> str:
-    """RFC 5322 Date of `clock` in local time, as `email.utils.format_datetime` writes
-    `datetime.fromtimestamp(clock).astimezone()` (English names, numeric zone)."""
+    """The Date `mailx.compose` writes for `clock` (`datetime.fromtimestamp(clock)`
+    rounds the microseconds half to even, carrying a whole second up), by the relay's
+    own formatter (`relay.message.format_date`)."""
     import math
-    import time
 
     fraction, whole = math.modf(clock)
     seconds = int(whole)
-    # datetime rounds the microseconds half to even and carries a whole second up.
     micros = round(fraction * 1e6)
     if micros >= 1_000_000:
         seconds += 1
     elif micros < 0:
         seconds -= 1
-    tm = time.localtime(seconds)
-    offset = tm.tm_gmtoff
-    sign = "+" if offset >= 0 else "-"
-    minutes = abs(offset) // 60
-    zone = f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
-    if abs(offset) % 60:
-        zone += f"{abs(offset) % 60:02d}"  # %z's form for an offset in seconds
-    return (
-        f"{_DAYS[tm.tm_wday]}, {tm.tm_mday:02d} {_MONTHS[tm.tm_mon - 1]} {tm.tm_year:04d} "
-        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {zone}"
-    )
-
-
-def _message_id(domain: str) -> str:
-    """`email.utils.make_msgid(domain=domain)`'s form: hundredths of a second since the
-    epoch, the process id, 64 random bits (from os.urandom: `random` is not imported)."""
-    import time
-
-    random = int.from_bytes(os.urandom(8), "big")
-    return f"<{int(time.time() * 100)}.{os.getpid()}.{random}@{domain}>"
+    return format_date(seconds)
 
 
 def _body(body: bytes, headers: list[tuple[str, str]]) -> bytes | None:
@@ -296,20 +273,18 @@ def _body(body: bytes, headers: list[tuple[str, str]]) -> bytes | None:
     return body
 
 
-#: Bytes file(1) does not count as text (`mailx.compose`'s `_BINARY`).
-_BINARY = bytes([*range(0x00, 0x07), *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F])
-#: Control bytes that force quoted-printable (`mailx.compose`'s `_CONTROL`).
-_CONTROL = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _ALL = bytes(range(256))
+_NOT_BINARY = _ALL.translate(None, BINARY_BYTES)
+_NOT_CONTROL = _ALL.translate(None, CONTROL_BYTES)
 
 
 def _is_binary(data: bytes) -> bool:
     # `translate` keeps only the listed bytes: a C loop, and no `re` to import.
-    return bool(data.translate(None, _ALL.translate(None, _BINARY)))
+    return bool(data.translate(None, _NOT_BINARY))
 
 
 def _has_control_byte(data: bytes) -> bool:
-    return bool(data.translate(None, _ALL.translate(None, _CONTROL)))
+    return bool(data.translate(None, _NOT_CONTROL))
 
 
 def _is_7bit_text(data: bytes) -> bool:

@@ -76,9 +76,12 @@ def format_date(when: float | None = None) -> str:
         offset = -(time.altzone if t.tm_isdst > 0 else time.timezone)
     sign = "-" if offset < 0 else "+"
     hours, minutes = divmod(abs(offset) // 60, 60)
+    zone = f"{sign}{hours:02d}{minutes:02d}"
+    if abs(offset) % 60:  # a historical zone's offset in seconds: `%z` writes them too
+        zone += f"{abs(offset) % 60:02d}"
     return (
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{hours:02d}{minutes:02d}"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {zone}"
     )
 
 

@@ -46,13 +46,19 @@ class _Scanner:
         return self._test(text)
 
 
+def is_dot_atom(text: str) -> bool:
+    """RFC 5322 3.2.3 dot-atom-text: atoms of atext joined by single dots."""
+    return _all_of(_ATOM_CHARS, text.split("."))
+
+
+def is_atom_words(text: str) -> bool:
+    """Atoms of atext separated by single spaces: a display name written unquoted."""
+    return _all_of(_ATOM_CHARS, text.split(" "))
+
+
 def _plain_address(text: str) -> bool:
     local, at, domain = text.partition("@")  # neither side may hold an @: the first splits
-    return (
-        bool(at)
-        and _all_of(_ATOM_CHARS, local.split("."))
-        and _all_of(_DOMAIN_CHARS, domain.split("."))
-    )
+    return bool(at) and is_dot_atom(local) and _all_of(_DOMAIN_CHARS, domain.split("."))
 
 
 def _plain_name(text: str) -> bool:
